@@ -1,0 +1,80 @@
+# envoy-router: a C host with embedded Lua 5.4 that routes one Envoy Gateway
+# to every labelled pod. `make help` lists the targets.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+
+CC      ?= cc
+PKGS    := lua5.4 lua5.4-cjson libcurl libmicrohttpd yaml-0.1
+WARN    := -Wall -Wextra -Wshadow -Wconversion -Wstrict-prototypes \
+           -Wmissing-prototypes -Wformat=2 -Wno-format-nonliteral -Werror
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -pthread $(WARN) \
+           $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
+
+# Sanitizer builds live in their own tree so they never mix with normal objects.
+ifeq ($(SAN),1)
+  BUILD   := build/san
+  CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+  LDFLAGS += -fsanitize=address,undefined
+else
+  BUILD   := build
+endif
+
+IMAGE_REPO ?= ghcr.io/envoy-router/envoy-router
+IMAGE_TAG  ?= dev
+
+# --- the binary ------------------------------------------------------------
+# Every host/*.c is a module; main.c is the only one not linked into tests.
+# host/*.lua and the default scripts/templates are compiled in (embedded.c).
+HOST_SRC  := $(filter-out host/main.c,$(wildcard host/*.c))
+HOST_OBJ  := $(patsubst host/%.c,$(BUILD)/obj/%.o,$(HOST_SRC)) $(BUILD)/obj/embedded.o
+LUA_FILES := $(sort $(wildcard host/*.lua) $(wildcard scripts/*.lua) \
+             $(wildcard scripts/lib/*.lua) $(wildcard templates/*.lua))
+BIN       := $(BUILD)/envoy-router
+
+.PHONY: build
+build: $(BIN) ## Build build/envoy-router
+
+$(BIN): $(BUILD)/obj/main.o $(HOST_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/obj/%.o: host/%.c $(wildcard host/*.h) | $(BUILD)/obj
+	$(CC) $(CFLAGS) -Ihost -c -o $@ $<
+
+$(BUILD)/embedded.c: host/embed.sh $(LUA_FILES) | $(BUILD)/obj
+	host/embed.sh $(LUA_FILES) > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/obj/embedded.o: $(BUILD)/embedded.c host/embedded.h
+	$(CC) $(CFLAGS) -Ihost -c -o $@ $<
+
+$(BUILD)/obj $(BUILD)/test:
+	mkdir -p $@
+
+# --- C unit tests (cmocka) -------------------------------------------------
+# host/test/test_<name>.c is one test program linked against all host modules.
+TEST_SRC := $(wildcard host/test/test_*.c)
+TEST_BIN := $(patsubst host/test/%.c,$(BUILD)/test/%,$(TEST_SRC))
+
+$(BUILD)/test/%: host/test/%.c $(HOST_OBJ) $(wildcard host/test/*.h) | $(BUILD)/test
+	$(CC) $(CFLAGS) -Ihost -Ihost/test -o $@ $< $(HOST_OBJ) $(LDFLAGS) $(LDLIBS) -lcmocka
+
+.PHONY: test-c
+test-c: $(TEST_BIN) ## C unit tests (cmocka)
+	@tools/run-suite.sh c $(TEST_BIN)
+
+# --- Lua specs (busted) ----------------------------------------------------
+.PHONY: test-lua
+test-lua: ## Lua specs of the scripts and templates (busted, offline)
+	@tools/run-suite.sh lua busted --lua=lua5.4 spec/unit
+
+include mk/*.mk
+
+.PHONY: help
+help:
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+.PHONY: clean
+clean:
+	rm -rf build

@@ -1,0 +1,112 @@
+/* kube: an asynchronous client of the Kubernetes API on libcurl multi.
+ *
+ * One curl multi handle (connections and TLS sessions reused, HTTP/2 when the
+ * server offers it) driven by the main loop through kube_wait/kube_perform.
+ * Requests carry the credentials of a struct kube_auth; a token file is
+ * re-read when it changes (checked at most once a second) and after a 401.
+ * Ordinary calls are bounded (max_in_flight at once, the rest wait FIFO; an
+ * optional QPS token bucket), and retried with jittered exponential backoff on
+ * transport errors, 429 and 5xx, honouring Retry-After, up to `max_attempts`.
+ * Watches are streams: not bounded, not retried (the caller relists).
+ * Every response counts in rest_client_requests_total{code,method} and
+ * rest_client_request_duration_seconds{verb}. Not thread-safe: main loop only. */
+#ifndef ENVOY_ROUTER_KUBE_H
+#define ENVOY_ROUTER_KUBE_H
+
+#include <poll.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "kubeconfig.h"
+
+struct kube;
+struct kube_call;
+
+struct kube_options {
+    unsigned max_in_flight;   /* ordinary calls at once (>= 1) */
+    double qps;               /* 0: no client-side rate limit */
+    unsigned burst;           /* bucket size when qps > 0 */
+    unsigned max_attempts;    /* tries per call, >= 1 (5 is sensible) */
+    long timeout_ms;          /* per attempt of an ordinary call; 0 = 30000 */
+    const char *user_agent;   /* "envoy-router/<version>" */
+};
+
+struct kube_response {
+    long status;              /* HTTP status; 0 when no response (error set) */
+    const char *body;         /* response body (NUL-terminated), or a watch's
+                                 error body; "" when none */
+    size_t len;
+    const char *error;        /* transport error text, or NULL */
+};
+
+/* Called once when a call ends (success, HTTP error after retries, transport
+ * error, or the end of a watch stream). `r` is valid only during the call. */
+typedef void (*kube_done_fn)(void *arg, const struct kube_response *r);
+
+/* Called with each chunk of a watch body while the status is 200. Return 0
+ * to go on, non-zero to abort the stream (done is then called with
+ * status 200 and error "aborted"). */
+typedef int (*kube_data_fn)(void *arg, const char *data, size_t len);
+
+/* New client. `auth` is copied. Returns NULL with one line in err on failure. */
+struct kube *kube_new(const struct kube_auth *auth, const struct kube_options *o,
+                      char *err, size_t errlen);
+
+/* Cancels every call (no callbacks) and frees; kube_free(NULL) does nothing. */
+void kube_free(struct kube *k);
+
+/* Starts `method` on `path` ("/api/v1/namespaces/x/pods?labelSelector=..",
+ * already escaped), with an optional body (copied) of `content_type`
+ * (NULL: application/json). Returns a handle valid until `done` runs or
+ * kube_cancel, or NULL when out of memory (done is then not called). */
+struct kube_call *kube_request(struct kube *k, const char *method, const char *path,
+                               const char *content_type, const char *body, size_t len,
+                               kube_done_fn done, void *arg);
+
+/* Starts a watch GET on `path`; chunks go to `data`, the end to `done`.
+ * A non-200 status delivers the (bounded) error body to done. */
+struct kube_call *kube_watch(struct kube *k, const char *path, kube_data_fn data,
+                             kube_done_fn done, void *arg);
+
+/* Stops a call; its done callback is not called. NULL is ignored. */
+void kube_cancel(struct kube *k, struct kube_call *c);
+
+/* Waits up to timeout_ms for network activity or for one of the caller's
+ * `fds` to become readable (revents filled in), whichever is first. Returns
+ * 0 or -1 on a poll error. */
+int kube_wait(struct kube *k, struct pollfd *fds, unsigned nfds, int timeout_ms);
+
+/* Moves transfers on and runs the callbacks of finished calls and due
+ * retries. Call after kube_wait, and freely in between. */
+void kube_perform(struct kube *k);
+
+/* Ordinary calls started and not finished (queued, waiting or in flight). */
+size_t kube_pending(const struct kube *k);
+
+/* Milliseconds until the next queued retry or rate-limit slot; -1 if none. */
+long kube_next_timeout(const struct kube *k);
+
+/* The resources the host reads and writes. */
+struct kube_resource {
+    const char *api_version;  /* "v1", "discovery.k8s.io/v1", ... */
+    const char *kind;         /* "Pod", "Service", ... */
+    const char *plural;       /* "pods", "services", ... */
+    bool namespaced;
+};
+
+/* The resource for apiVersion+kind among Pod, Service, EndpointSlice,
+ * HTTPRoute, Lease, Event (core and events.k8s.io); NULL if not one of them. */
+const struct kube_resource *kube_resource_find(const char *api_version, const char *kind);
+
+/* Writes the path of resource r in namespace ns ("" or NULL: all namespaces
+ * / cluster scope), object `name` (NULL: the collection), plus "?query" if
+ * query is non-empty, into buf. Name and namespace are escaped. Returns the
+ * length, or -ENAMETOOLONG if it does not fit. */
+int kube_path(char *buf, size_t len, const struct kube_resource *r, const char *ns,
+              const char *name, const char *query);
+
+/* Appends "key=value" (value percent-escaped) to a query string in buf,
+ * with "&" when buf is not empty. Returns the new length or -ENAMETOOLONG. */
+int kube_query_add(char *buf, size_t len, const char *key, const char *value);
+
+#endif

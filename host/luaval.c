@@ -1,0 +1,122 @@
+/* luaval: see luaval.h. */
+#include "luaval.h"
+
+#include <lauxlib.h>
+#include <stdio.h>
+
+static int copy_value(lua_State *from, int idx, lua_State *to, int depth,
+                      char *err, size_t errlen);
+
+static int copy_table(lua_State *from, int idx, lua_State *to, int depth,
+                      char *err, size_t errlen)
+{
+    if (depth > LUAVAL_MAX_DEPTH) {
+        snprintf(err, errlen, "value nested deeper than %d levels", LUAVAL_MAX_DEPTH);
+        return -1;
+    }
+    luaL_checkstack(from, 3, "luaval_copy");
+    luaL_checkstack(to, 3, "luaval_copy");
+    lua_newtable(to);                                   /* to: t */
+    lua_pushnil(from);                                  /* from: nil */
+    while (lua_next(from, idx) != 0) {                  /* from: k v */
+        int kt = lua_type(from, -2);
+        if (kt != LUA_TSTRING && kt != LUA_TNUMBER && kt != LUA_TBOOLEAN) {
+            snprintf(err, errlen, "table key of type %s", lua_typename(from, kt));
+            lua_pop(from, 2);
+            return -1; /* luaval_copy resets the stack of `to` */
+        }
+        if (copy_value(from, lua_absindex(from, -2), to, depth, err, errlen) != 0 ||
+            copy_value(from, lua_absindex(from, -1), to, depth, err, errlen) != 0) {
+            lua_pop(from, 2);
+            return -1;
+        }
+        lua_rawset(to, -3);                             /* to: t */
+        lua_pop(from, 1);                               /* from: k */
+    }
+    return 0;
+}
+
+static int copy_value(lua_State *from, int idx, lua_State *to, int depth,
+                      char *err, size_t errlen)
+{
+    switch (lua_type(from, idx)) {
+    case LUA_TNIL:
+        lua_pushnil(to);
+        return 0;
+    case LUA_TBOOLEAN:
+        lua_pushboolean(to, lua_toboolean(from, idx));
+        return 0;
+    case LUA_TNUMBER:
+        if (lua_isinteger(from, idx))
+            lua_pushinteger(to, lua_tointeger(from, idx));
+        else
+            lua_pushnumber(to, lua_tonumber(from, idx));
+        return 0;
+    case LUA_TSTRING: {
+        size_t len;
+        const char *s = lua_tolstring(from, idx, &len);
+        lua_pushlstring(to, s, len);
+        return 0;
+    }
+    case LUA_TLIGHTUSERDATA:
+        /* cjson.null: the same NULL pointer in every state. */
+        lua_pushlightuserdata(to, lua_touserdata(from, idx));
+        return 0;
+    case LUA_TTABLE:
+        return copy_table(from, idx, to, depth + 1, err, errlen);
+    default:
+        snprintf(err, errlen, "cannot carry a %s", luaL_typename(from, idx));
+        return -1;
+    }
+}
+
+int luaval_copy(lua_State *from, int idx, lua_State *to, char *err, size_t errlen)
+{
+    int top = lua_gettop(to);
+    idx = lua_absindex(from, idx);
+    if (copy_value(from, idx, to, 0, err, errlen) != 0) {
+        lua_settop(to, top);
+        return -1;
+    }
+    return 0;
+}
+
+static bool contains(lua_State *L, int obs, int des, int depth)
+{
+    int dt = lua_type(L, des);
+    if (dt != LUA_TTABLE) {
+        if (dt == LUA_TNUMBER)
+            return lua_type(L, obs) == LUA_TNUMBER && lua_compare(L, obs, des, LUA_OPEQ);
+        return lua_type(L, obs) == dt && lua_rawequal(L, obs, des);
+    }
+    if (lua_type(L, obs) != LUA_TTABLE || depth > LUAVAL_MAX_DEPTH)
+        return false;
+    if (lua_rawlen(L, des) > 0 && lua_rawlen(L, obs) != lua_rawlen(L, des))
+        return false;
+    if (!lua_checkstack(L, 4))
+        return false;
+    lua_pushnil(L);                                     /* k */
+    while (lua_next(L, des) != 0) {                     /* k dv */
+        lua_pushvalue(L, -2);                           /* k dv k */
+        lua_rawget(L, obs);                             /* k dv ov */
+        bool ok = contains(L, lua_absindex(L, -1), lua_absindex(L, -2), depth + 1);
+        lua_pop(L, 2);                                  /* k */
+        if (!ok) {
+            lua_pop(L, 1);
+            return false;
+        }
+    }
+    return true;
+}
+
+bool luaval_contains(lua_State *L, int obs, int des)
+{
+    return contains(L, lua_absindex(L, obs), lua_absindex(L, des), 0);
+}
+
+int luaval_lua_contains(lua_State *L)
+{
+    lua_settop(L, 2);
+    lua_pushboolean(L, luaval_contains(L, 1, 2));
+    return 1;
+}

@@ -1,0 +1,54 @@
+/* sandbox: the Lua VM that runs users' scripts (router.lua and templates).
+ *
+ * Each sandbox is its own lua_State with a capped allocator, an instruction
+ * budget per call, and only base/string/table/math/utf8 functions from an
+ * allow-list: no io, os, debug, package, load, dofile, print. `require`
+ * resolves modules among the scripts only: "<dir>/a/b.lua", then the flat
+ * "<dir>/a.b.lua" (a ConfigMap cannot hold directories), then the built-in
+ * scripts; text chunks only. A reload builds a new sandbox; the old one stays
+ * in use until the new one has proven itself. Main loop only. */
+#ifndef ENVOY_ROUTER_SANDBOX_H
+#define ENVOY_ROUTER_SANDBOX_H
+
+#include <lua.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+struct sandbox;
+
+struct sandbox_limits {
+    size_t memory_bytes;    /* cap on the VM's heap; 0: 64 MiB */
+    uint64_t instructions;  /* budget per call (load included); 0: 20 million */
+};
+
+/* Loads router.lua from `dir` (NULL or "": the built-in scripts), checks that
+ * it returns a table with a string `selector` and a function `children`, and
+ * keeps `cfg` to build the config table of every call (`cfg` must outlive the
+ * sandbox). Returns NULL with the error (file:line and traceback when the
+ * script raised) in err. Free with sandbox_free. */
+struct sandbox *sandbox_new(const char *dir, const struct config *cfg,
+                            const struct sandbox_limits *lim, char *err, size_t errlen);
+
+/* Closes the VM; sandbox_free(NULL) does nothing. */
+void sandbox_free(struct sandbox *s);
+
+/* The label selector router.lua asked for. Valid while s lives. */
+const char *sandbox_selector(const struct sandbox *s);
+
+/* Where the scripts came from: the directory, or "built-in". */
+const char *sandbox_origin(const struct sandbox *s);
+
+/* Runs router.children(pod, config) with a copy of the pod table at L[pod_idx]
+ * (L is another state: the host's core). Returns 1 with the list of children
+ * copied onto L's stack; 0 with nil pushed onto L and the script's reason in
+ * msg ("not for us"); -1 with nothing pushed and the error in msg (error with
+ * traceback, instruction budget, memory cap, a result that is not a list).
+ * Never raises into L except on memory errors of L itself. */
+int sandbox_children(struct sandbox *s, lua_State *L, int pod_idx, char *msg, size_t msglen);
+
+/* Bytes the sandbox VM holds now (for metrics and tests). */
+size_t sandbox_memory(const struct sandbox *s);
+
+#endif
