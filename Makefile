@@ -62,7 +62,7 @@ $(BUILD)/test/%: host/test/%.c $(HOST_OBJ) $(wildcard host/test/*.h) | $(BUILD)/
 
 .PHONY: test-c
 test-c: $(TEST_BIN) ## C unit tests (cmocka)
-	@tools/run-suite.sh c $(TEST_BIN)
+	@tools/run-suite.sh c --each $(TEST_BIN)
 
 # --- Lua specs (busted) ----------------------------------------------------
 .PHONY: test-lua

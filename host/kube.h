@@ -32,7 +32,8 @@ struct kube_options {
 };
 
 struct kube_response {
-    long status;              /* HTTP status; 0 when no response (error set) */
+    long status;              /* HTTP status; 0 when no response (error set);
+                                 a watch cut off after its 200 has 200 and error */
     const char *body;         /* response body (NUL-terminated), or a watch's
                                  error body; "" when none */
     size_t len;
@@ -40,7 +41,8 @@ struct kube_response {
 };
 
 /* Called once when a call ends (success, HTTP error after retries, transport
- * error, or the end of a watch stream). `r` is valid only during the call. */
+ * error, or the end of a watch stream). `r` is valid only during the call.
+ * Callbacks may start and cancel calls, but not kube_free/kube_wait/kube_perform. */
 typedef void (*kube_done_fn)(void *arg, const struct kube_response *r);
 
 /* Called with each chunk of a watch body while the status is 200. Return 0
@@ -58,7 +60,8 @@ void kube_free(struct kube *k);
 /* Starts `method` on `path` ("/api/v1/namespaces/x/pods?labelSelector=..",
  * already escaped), with an optional body (copied) of `content_type`
  * (NULL: application/json). Returns a handle valid until `done` runs or
- * kube_cancel, or NULL when out of memory (done is then not called). */
+ * kube_cancel, or NULL when out of memory or given a path not starting with
+ * '/', no done or a method longer than 7 letters (done is then not called). */
 struct kube_call *kube_request(struct kube *k, const char *method, const char *path,
                                const char *content_type, const char *body, size_t len,
                                kube_done_fn done, void *arg);
@@ -101,12 +104,15 @@ const struct kube_resource *kube_resource_find(const char *api_version, const ch
 /* Writes the path of resource r in namespace ns ("" or NULL: all namespaces
  * / cluster scope), object `name` (NULL: the collection), plus "?query" if
  * query is non-empty, into buf. Name and namespace are escaped. Returns the
- * length, or -ENAMETOOLONG if it does not fit. */
+ * length, -ENAMETOOLONG if it does not fit, or -EINVAL for no resource, a
+ * name or namespace of "", "." or "..", or a namespaced name without a
+ * namespace. */
 int kube_path(char *buf, size_t len, const struct kube_resource *r, const char *ns,
               const char *name, const char *query);
 
 /* Appends "key=value" (value percent-escaped) to a query string in buf,
- * with "&" when buf is not empty. Returns the new length or -ENAMETOOLONG. */
+ * with "&" when buf is not empty. Returns the new length or -ENAMETOOLONG
+ * (buf then unchanged); -EINVAL when key is NULL. */
 int kube_query_add(char *buf, size_t len, const char *key, const char *value);
 
 #endif

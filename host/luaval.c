@@ -3,6 +3,7 @@
 
 #include <lauxlib.h>
 #include <stdio.h>
+#include <string.h>
 
 static int copy_value(lua_State *from, int idx, lua_State *to, int depth,
                       char *err, size_t errlen);
@@ -81,7 +82,17 @@ int luaval_copy(lua_State *from, int idx, lua_State *to, char *err, size_t errle
     return 0;
 }
 
-static bool contains(lua_State *L, int obs, int des, int depth)
+/* Appends the key at index k to path (for luaval_diff). */
+static void path_push(lua_State *L, int k, char *path, size_t len)
+{
+    size_t used = strlen(path);
+    if (lua_type(L, k) == LUA_TNUMBER)
+        snprintf(path + used, len - used, "[%lld]", (long long)lua_tointeger(L, k));
+    else if (lua_type(L, k) == LUA_TSTRING)
+        snprintf(path + used, len - used, "%s%s", used ? "." : "", lua_tostring(L, k));
+}
+
+static bool contains(lua_State *L, int obs, int des, int depth, char *path, size_t len)
 {
     int dt = lua_type(L, des);
     if (dt != LUA_TTABLE) {
@@ -97,26 +108,43 @@ static bool contains(lua_State *L, int obs, int des, int depth)
         return false;
     lua_pushnil(L);                                     /* k */
     while (lua_next(L, des) != 0) {                     /* k dv */
+        size_t mark = path ? strlen(path) : 0;
+        if (path)
+            path_push(L, lua_absindex(L, -2), path, len);
         lua_pushvalue(L, -2);                           /* k dv k */
         lua_rawget(L, obs);                             /* k dv ov */
-        bool ok = contains(L, lua_absindex(L, -1), lua_absindex(L, -2), depth + 1);
+        bool ok = contains(L, lua_absindex(L, -1), lua_absindex(L, -2), depth + 1, path, len);
         lua_pop(L, 2);                                  /* k */
         if (!ok) {
             lua_pop(L, 1);
             return false;
         }
+        if (path)
+            path[mark] = '\0';
     }
     return true;
 }
 
 bool luaval_contains(lua_State *L, int obs, int des)
 {
-    return contains(L, lua_absindex(L, obs), lua_absindex(L, des), 0);
+    return contains(L, lua_absindex(L, obs), lua_absindex(L, des), 0, NULL, 0);
+}
+
+bool luaval_diff(lua_State *L, int obs, int des, char *path, size_t len)
+{
+    path[0] = '\0';
+    return !contains(L, lua_absindex(L, obs), lua_absindex(L, des), 0, path, len);
 }
 
 int luaval_lua_contains(lua_State *L)
 {
+    char path[512];
     lua_settop(L, 2);
-    lua_pushboolean(L, luaval_contains(L, 1, 2));
-    return 1;
+    if (!luaval_diff(L, 1, 2, path, sizeof path)) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    lua_pushboolean(L, 0);
+    lua_pushstring(L, path);
+    return 2;
 }

@@ -26,7 +26,13 @@ int luaval_copy(lua_State *from, int idx, lua_State *to, char *err, size_t errle
  * "not contained". */
 bool luaval_contains(lua_State *L, int obs, int des);
 
-/* Lua binding: contains(observed, desired) -> boolean. */
+/* Like luaval_contains, but true when the values differ, with the path of
+ * the first difference written to path ("spec.ports[1].port"; "" for the
+ * top level). */
+bool luaval_diff(lua_State *L, int obs, int des, char *path, size_t len);
+
+/* Lua binding: contains(observed, desired) -> true | false, path of the
+ * first difference. */
 int luaval_lua_contains(lua_State *L);
 
 #endif

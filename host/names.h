@@ -14,7 +14,9 @@ bool names_dns1035_label(const char *s);
 bool names_dns1123_label(const char *s);
 
 /* RFC 1123 subdomain (most object names: pods, EndpointSlices, HTTPRoutes):
- * 1..253 chars, dot-separated RFC 1123 labels. */
+ * 1..253 chars, dot-separated parts of [a-z0-9-] each starting and ending
+ * with a letter or digit. As in Kubernetes' own check, a part may be longer
+ * than 63 chars: only the total is bounded. */
 bool names_dns1123_subdomain(const char *s);
 
 /* A label value: empty, or 1..63 chars of [A-Za-z0-9-_.] starting and ending

@@ -79,6 +79,20 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
         luaL_error(L, "instruction budget of %I exceeded", (lua_Integer)s->budget);
 }
 
+/* pcall and xpcall, wrapped: once the budget is spent, the error a script
+ * caught is raised again, so `while true do pcall(f) end` still stops. */
+static int guarded_pcall(lua_State *L)
+{
+    struct sandbox *s = sandbox_of(L);
+    int n = lua_gettop(L);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, n, LUA_MULTRET);
+    if (s->spent > s->budget)
+        return luaL_error(L, "instruction budget of %I exceeded", (lua_Integer)s->budget);
+    return lua_gettop(L);
+}
+
 static void arm(struct sandbox *s)
 {
     s->spent = 0;
@@ -151,7 +165,12 @@ static bool valid_module_name(const char *name)
  * Raises when it cannot be found. */
 static void push_source(lua_State *L, struct sandbox *s, const char *name)
 {
-    if (s->dir != NULL) {
+    /* "builtin.X" is always the built-in X, so a user's template can wrap
+     * the default of the same name. */
+    bool builtin = strncmp(name, "builtin.", 8) == 0;
+    if (builtin)
+        name += 8;
+    if (s->dir != NULL && !builtin) {
         /* "<dir>/a/b.lua", then the flat "<dir>/a.b.lua". */
         char nested[4096], flat[4096];
         snprintf(nested, sizeof nested, "%s/%s.lua", s->dir, name);
@@ -252,6 +271,11 @@ static int setup(lua_State *L)
         lua_rawset(L, 1);
     }
     lua_pop(L, 1);                                          /* G */
+    /* string.dump hands out bytecode, useless without load. */
+    lua_getfield(L, 1, "string");
+    lua_pushnil(L);
+    lua_setfield(L, -2, "dump");
+    lua_pop(L, 1);
     /* math.random would make scripts impure. */
     lua_getfield(L, 1, "math");
     lua_pushnil(L);
@@ -259,6 +283,12 @@ static int setup(lua_State *L)
     lua_pushnil(L);
     lua_setfield(L, -2, "randomseed");
     lua_pop(L, 1);
+    static const char *const guarded[] = {"pcall", "xpcall"};
+    for (size_t i = 0; i < 2; i++) {
+        lua_getfield(L, 1, guarded[i]);
+        lua_pushcclosure(L, guarded_pcall, 1);
+        lua_setfield(L, 1, guarded[i]);
+    }
     lua_pushcfunction(L, sandbox_require);
     lua_setfield(L, 1, "require");
     lua_newtable(L);                                        /* G host */

@@ -74,24 +74,21 @@ start() {
   die "$name did not start (see $dir/logs/$name.log)"
 }
 
-# Stop every component we have a live pid for: TERM, up to 20 s, then KILL.
+# Stop the components we have a live pid for, one after the other in
+# $components order (the API server shuts down cleanly only while etcd still
+# answers): SIGTERM, up to 20 s, then SIGKILL.
 stop_all() {
   local c pid i
-  local -a pids=()
   for c in "${components[@]}"; do
-    if live_pid "$c"; then
-      pid=$(<"$dir/pids/$c.pid")
-      kill -TERM "$pid" 2>/dev/null || true
-      pids+=("$pid")
-    fi
-  done
-  for pid in "${pids[@]}"; do
+    live_pid "$c" || continue
+    pid=$(<"$dir/pids/$c.pid")
+    kill -TERM "$pid" 2>/dev/null || true
     for ((i = 0; i < 200; i++)); do
       kill -0 "$pid" 2>/dev/null || break
       sleep 0.1
     done
     if kill -0 "$pid" 2>/dev/null; then
-      log "pid $pid ignored SIGTERM for 20 s; sending SIGKILL"
+      log "$c (pid $pid) ignored SIGTERM for 20 s; sending SIGKILL"
       kill -KILL "$pid" 2>/dev/null || true
       while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
     fi
@@ -117,11 +114,14 @@ api_get() {
     "https://127.0.0.1:$(api_port)/$1"
 }
 
-running() {
+all_live() {
   local c
   for c in "${components[@]}"; do live_pid "$c" || return 1; done
-  [[ $(api_get readyz 2>/dev/null) == ok ]]
 }
+
+api_ready() { [[ $(api_get readyz 2>/dev/null) == ok ]]; }
+
+running() { all_live && [[ -e $dir/up-seconds ]] && api_ready; }
 
 any_running() {
   local c
@@ -237,7 +237,11 @@ EOF
 cmd_up() {
   local t0 c
   t0=$(date +%s.%N)
-  if running; then
+  # up-seconds is written last: without it an earlier `up` did not finish.
+  if all_live && [[ -e $dir/up-seconds ]]; then
+    # A busy API server may answer slowly: wait rather than tear it down
+    # under another suite's feet.
+    wait_for "kube-apiserver /readyz" "$dir/logs/kube-apiserver.log" api_ready
     log "reusing the running cluster in $dir (API on port $(api_port))"
     echo "export KUBECONFIG=$kubeconfig"
     return 0
@@ -294,6 +298,7 @@ cmd_up() {
   start kube-controller-manager \
     --kubeconfig="$kubeconfig" \
     --authentication-kubeconfig="$kubeconfig" --authorization-kubeconfig="$kubeconfig" \
+    --authentication-skip-lookup=true \
     --controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller \
     --service-account-private-key-file="$p/sa.key" --root-ca-file="$p/ca.crt" \
     --use-service-account-credentials=false --leader-elect=false \

@@ -41,7 +41,8 @@ local function port(cfg, field)
   end
   local n = type(v) == "number" and math.tointeger(v) or nil
   if not n or n < 1 or n > 65535 then
-    error(string.format("config.%s: expected an integer port 1..65535, got %s", field, tostring(v)), 2)
+    error(string.format("config.%s: expected an integer port 1..65535, got %s",
+      field, tostring(v)), 2)
   end
   return n
 end

@@ -1,0 +1,40 @@
+-- luacheck configuration: `luacheck scripts templates spec`.
+--
+-- `sandbox` is the allow-list of globals policy scripts (scripts/ and
+-- templates/) may use, field by field. It mirrors allowed_globals and the
+-- removals in host/sandbox.c, and is a little stricter: _G, _VERSION and
+-- string.dump exist there but scripts have no use for them. math.random and
+-- math.randomseed are gone in both: scripts must be pure. Lua 5.4 has no
+-- global unpack; use table.unpack. spec/unit/sandbox_spec.lua loads this
+-- file and runs the scripts in an environment built from exactly this list.
+
+local sandbox = {
+  read_globals = {
+    "assert", "error", "ipairs", "pairs", "next", "pcall", "select",
+    "tonumber", "tostring", "type", "xpcall", "rawequal", "rawget", "rawlen",
+    "rawset", "setmetatable", "getmetatable", "require",
+    string = { fields = {
+      "byte", "char", "find", "format", "gmatch", "gsub", "len", "lower",
+      "match", "pack", "packsize", "rep", "reverse", "sub", "unpack", "upper",
+    } },
+    table = { fields = {
+      "concat", "insert", "move", "pack", "remove", "sort", "unpack",
+    } },
+    math = { fields = {
+      "abs", "acos", "asin", "atan", "ceil", "cos", "deg", "exp", "floor",
+      "fmod", "huge", "log", "max", "maxinteger", "min", "mininteger", "modf",
+      "pi", "rad", "sin", "sqrt", "tan", "tointeger", "type", "ult",
+    } },
+    utf8 = { fields = {
+      "char", "charpattern", "codepoint", "codes", "len", "offset",
+    } },
+    -- present in the operator, absent under busted: scripts should not need it
+    host = { other_fields = true },
+  },
+}
+
+stds.envoy_router_sandbox = sandbox
+std = "envoy_router_sandbox"
+max_line_length = 100
+
+files["spec"] = { std = "lua54+busted" }

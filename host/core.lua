@@ -1,0 +1,510 @@
+-- host/core.lua: the host's own bookkeeping, trusted and compiled in.
+--
+-- It decodes what the API server sends, keeps the caches (a projection of
+-- each selected pod; each child as observed, without managedFields and
+-- status), and turns one pod key into a plan: the writes that make the
+-- pod's children equal to what the user's scripts want. It never writes:
+-- host/reconcile.c carries the plan out and reports each result back.
+--
+-- Loaded by host/core.c with (host, cjson); host provides:
+--   host.enqueue(key)           queue a pod key ("namespace/name")
+--   host.render(pod)            run the user's router.children(pod, config):
+--                               list | nil, reason | false, error
+--   host.contains(obs, des)     observed already contains desired
+--   host.valid(rule, s)         name rules: "dns1035", "subdomain",
+--                               "label_key", "label_value"
+--   host.path(apiVersion, kind, namespace, name)  API path of an object
+
+local host, cjson = ...
+
+local M = {}
+
+local MANAGER = "envoy-router"
+local MANAGED_BY = "app.kubernetes.io/managed-by"
+local POD_LABEL = "envoy-router/pod"
+local null = cjson.null
+
+-- lua-cjson escapes every "/" as "\/"; valid JSON, but paths and label
+-- keys read badly in logs and `render` output. cjson never leaves a bare
+-- "/", so each "\/" it wrote is that escape and can be undone safely.
+local function encode(v)
+  return (cjson.encode(v):gsub("\\/", "/"))
+end
+
+-- The child kinds the host writes, by resource name and by "apiVersion/kind".
+local RESOURCES = {
+  services = { apiVersion = "v1", kind = "Service", rule = "dns1035" },
+  endpointslices = { apiVersion = "discovery.k8s.io/v1", kind = "EndpointSlice", rule = "subdomain" },
+  httproutes = { apiVersion = "gateway.networking.k8s.io/v1", kind = "HTTPRoute", rule = "subdomain" },
+}
+local BY_TYPE = {}
+for res, r in pairs(RESOURCES) do
+  r.res = res
+  BY_TYPE[r.apiVersion .. "/" .. r.kind] = r
+end
+M.child_resources = { "services", "endpointslices", "httproutes" }
+
+local pods = {}        -- pod key -> projected pod
+local store = {}       -- res -> object key -> observed child
+local owner_of = {}    -- res -> object key -> owning pod key
+local owned = {}       -- pod key -> { ["res\0objkey"] = true }
+local seen = {}        -- res -> object key -> list generation that saw it
+local generation = {}  -- res -> current list generation
+for res in pairs(RESOURCES) do
+  store[res], owner_of[res], seen[res] = {}, {}, {}
+end
+seen.pods = {}
+for res in pairs(seen) do generation[res] = 0 end
+
+local function val(v)
+  if v == null then return nil end
+  return v
+end
+
+local function key_of(md)
+  return (val(md.namespace) or "") .. "/" .. (val(md.name) or "")
+end
+
+-- The few pod fields scripts and reconcile read; a whole pod is ~16 KiB
+-- as a table, this is well under 1 KiB.
+local function project_pod(o)
+  local md, spec, st = o.metadata or {}, val(o.spec) or {}, val(o.status) or {}
+  local ann = val(md.annotations)
+  if ann then
+    ann["kubectl.kubernetes.io/last-applied-configuration"] = nil
+    if next(ann) == nil then ann = nil end
+  end
+  local containers
+  if type(spec.containers) == "table" then
+    containers = {}
+    for i, c in ipairs(spec.containers) do
+      containers[i] = { name = c.name, ports = val(c.ports) }
+    end
+  end
+  local conditions
+  if type(st.conditions) == "table" then
+    conditions = {}
+    for i, c in ipairs(st.conditions) do
+      conditions[i] = { type = c.type, status = c.status }
+    end
+  end
+  return {
+    apiVersion = "v1",
+    kind = "Pod",
+    metadata = {
+      name = val(md.name), namespace = val(md.namespace), uid = val(md.uid),
+      labels = val(md.labels), annotations = ann,
+      deletionTimestamp = val(md.deletionTimestamp),
+      resourceVersion = val(md.resourceVersion),
+    },
+    spec = { nodeName = val(spec.nodeName), containers = containers },
+    status = {
+      phase = val(st.phase), podIP = val(st.podIP), podIPs = val(st.podIPs),
+      conditions = conditions,
+    },
+  }
+end
+
+-- A child as the comparison needs it: everything but status and the
+-- bookkeeping metadata.
+local function project_child(o)
+  local md = o.metadata or {}
+  md.managedFields = nil
+  md.creationTimestamp = nil
+  md.selfLink = nil
+  md.generation = nil
+  o.status = nil
+  return o
+end
+
+-- The pod key a child belongs to: its controller ownerReference to a Pod.
+local function owner_key(o)
+  local md = o.metadata or {}
+  for _, ref in ipairs(val(md.ownerReferences) or {}) do
+    if ref.kind == "Pod" and ref.controller == true then
+      return (val(md.namespace) or "") .. "/" .. ref.name, ref
+    end
+  end
+  return nil
+end
+
+local function link(res, okey, pkey)
+  local old = owner_of[res][okey]
+  if old == pkey then return end
+  local id = res .. "\0" .. okey
+  if old and owned[old] then
+    owned[old][id] = nil
+    if next(owned[old]) == nil then owned[old] = nil end
+  end
+  owner_of[res][okey] = pkey
+  if pkey then
+    owned[pkey] = owned[pkey] or {}
+    owned[pkey][id] = true
+  end
+end
+
+-- Records an object; queues the pod keys it concerns unless quiet.
+local function upsert(res, o, quiet)
+  local md = o.metadata or {}
+  local key = key_of(md)
+  if res == "pods" then
+    pods[key] = project_pod(o)
+    seen.pods[key] = generation.pods
+    if not quiet then host.enqueue(key) end
+    return
+  end
+  local old = owner_of[res][key]
+  local pkey = owner_key(o)
+  -- Items of built-in lists carry no apiVersion/kind; desired ones do.
+  o.apiVersion, o.kind = RESOURCES[res].apiVersion, RESOURCES[res].kind
+  store[res][key] = project_child(o)
+  seen[res][key] = generation[res]
+  link(res, key, pkey)
+  if not quiet then
+    if pkey then host.enqueue(pkey) end
+    if old and old ~= pkey then host.enqueue(old) end
+  end
+end
+
+local function remove(res, key, quiet)
+  if res == "pods" then
+    if pods[key] then
+      pods[key] = nil
+      seen.pods[key] = nil
+      if not quiet then host.enqueue(key) end
+    end
+    return
+  end
+  if store[res][key] == nil then return end
+  local pkey = owner_of[res][key]
+  store[res][key] = nil
+  seen[res][key] = nil
+  link(res, key, nil)
+  if pkey and not quiet then host.enqueue(pkey) end
+end
+
+-- Lists ------------------------------------------------------------------
+
+-- A (re)list of `res` starts: objects not seen again by list_end go.
+function M.list_begin(res)
+  generation[res] = (generation[res] or 0) + 1
+end
+
+-- One page of a list response. Returns resourceVersion, continue token.
+function M.list_page(res, body)
+  local list = cjson.decode(body)
+  for _, o in ipairs(val(list.items) or {}) do
+    -- Items of a list carry no kind; objects from writes and watches do.
+    upsert(res, o, false)
+  end
+  local md = val(list.metadata) or {}
+  return val(md.resourceVersion) or "", val(md.continue) or ""
+end
+
+-- The list is complete: forget what it did not contain.
+function M.list_end(res)
+  local gen = generation[res]
+  local gone = {}
+  for key in pairs(res == "pods" and pods or store[res]) do
+    if seen[res][key] ~= gen then gone[#gone + 1] = key end
+  end
+  for _, key in ipairs(gone) do remove(res, key, false) end
+  return #gone
+end
+
+-- One watch event line. Returns type, resourceVersion and, for ERROR,
+-- the status code and message.
+function M.watch_event(res, line)
+  local ev = cjson.decode(line)
+  local t, o = ev.type, val(ev.object)
+  if type(o) ~= "table" then error("watch event without an object") end
+  if t == "ERROR" then
+    return t, nil, math.tointeger(val(o.code)) or 0, val(o.message) or ""
+  end
+  local md = val(o.metadata) or {}
+  local rv = val(md.resourceVersion)
+  if t == "ADDED" or t == "MODIFIED" then
+    upsert(res, o, false)
+  elseif t == "DELETED" then
+    remove(res, key_of(md), false)
+  elseif t ~= "BOOKMARK" then
+    error("unknown watch event type " .. tostring(t))
+  end
+  return t, rv
+end
+
+-- Desired children -----------------------------------------------------
+
+local function pod_label(pod, name)
+  if host.valid("label_value", pod.metadata.name) then return pod.metadata.name end
+  return name
+end
+
+-- Checks and stamps one child a script returned. Returns its resource
+-- spec, or nil and a message naming what is wrong.
+local function stamp(pod, child, i)
+  if type(child) ~= "table" then
+    return nil, string.format("child #%d is a %s, not an object", i, type(child))
+  end
+  local r = BY_TYPE[tostring(child.apiVersion) .. "/" .. tostring(child.kind)]
+  if not r then
+    return nil, string.format("child #%d: apiVersion %s kind %s is not one envoy-router writes "
+      .. "(v1 Service, discovery.k8s.io/v1 EndpointSlice, gateway.networking.k8s.io/v1 HTTPRoute)",
+      i, tostring(child.apiVersion), tostring(child.kind))
+  end
+  local md = child.metadata
+  if type(md) ~= "table" then
+    return nil, string.format("child #%d (%s) has no metadata table", i, r.kind)
+  end
+  local name = md.name
+  if type(name) ~= "string" or not host.valid(r.rule, name) then
+    return nil, string.format("child #%d: %s name %q is not a valid %s", i, r.kind,
+      tostring(name), r.rule == "dns1035" and "DNS-1035 label" or "DNS-1123 subdomain")
+  end
+  local ns = pod.metadata.namespace
+  if md.namespace ~= nil and md.namespace ~= ns then
+    return nil, string.format("child #%d: %s %s is in namespace %q; children live in the pod's "
+      .. "namespace %q", i, r.kind, name, tostring(md.namespace), ns)
+  end
+  if md.ownerReferences ~= nil or md.finalizers ~= nil then
+    return nil, string.format("child #%d: %s %s sets ownerReferences or finalizers; the host "
+      .. "owns those", i, r.kind, name)
+  end
+  md.namespace = ns
+  local labels = md.labels
+  if labels == nil then
+    labels = {}
+    md.labels = labels
+  elseif type(labels) ~= "table" then
+    return nil, string.format("child #%d: %s %s labels must be a table", i, r.kind, name)
+  end
+  for k, v in pairs(labels) do
+    if type(k) ~= "string" or not host.valid("label_key", k)
+        or type(v) ~= "string" or not host.valid("label_value", v) then
+      return nil, string.format("child #%d: %s %s has an invalid label %s=%s", i, r.kind,
+        name, tostring(k), tostring(v))
+    end
+  end
+  labels[MANAGED_BY] = MANAGER
+  labels[POD_LABEL] = pod_label(pod, name)
+  md.ownerReferences = { {
+    apiVersion = "v1", kind = "Pod", name = pod.metadata.name, uid = pod.metadata.uid,
+    controller = true, blockOwnerDeletion = false,
+  } }
+  return r
+end
+
+-- Renders the stamped children of a cached pod. Returns a list of
+-- { r = resource spec, key = object key, obj = child }, or nil and the
+-- reason it has none (second value true when that reason is an error).
+local function desired_of(pod)
+  local list, why = host.render(pod)
+  if list == false then return nil, why, true end
+  if list == nil then return nil, why, false end
+  local out, names = {}, {}
+  for i = 1, #list do
+    local child = list[i]
+    local r, err = stamp(pod, child, i)
+    if not r then return nil, err, true end
+    local okey = child.metadata.namespace .. "/" .. child.metadata.name
+    local id = r.res .. "\0" .. okey
+    if names[id] then
+      return nil, string.format("two children are %s %s", r.kind, child.metadata.name), true
+    end
+    names[id] = true
+    out[#out + 1] = { r = r, key = okey, obj = child }
+  end
+  local entries = 0
+  for _ in pairs(list) do entries = entries + 1 end
+  if entries ~= #list then
+    return nil, "children() must return a list (an array), not a map", true
+  end
+  return out
+end
+
+local function action(verb, r, okey, obj, uid)
+  local ns, name = okey:match("^([^/]*)/(.*)$")
+  local a = { verb = verb, res = r.res, key = okey, kind = r.kind, name = name }
+  if verb == "create" then
+    a.method = "POST"
+    a.path = host.path(r.apiVersion, r.kind, ns, nil) .. "?fieldManager=" .. MANAGER
+    a.body = encode(obj)
+    a.content_type = "application/json"
+  elseif verb == "apply" then
+    a.method = "PATCH"
+    a.path = host.path(r.apiVersion, r.kind, ns, name) .. "?fieldManager=" .. MANAGER .. "&force=true"
+    a.body = encode(obj)
+    a.content_type = "application/apply-patch+yaml"
+  else
+    a.method = "DELETE"
+    a.path = host.path(r.apiVersion, r.kind, ns, name)
+    -- The uid precondition keeps a delete from hitting a newer object
+    -- of the same name.
+    a.body = encode({ apiVersion = "v1", kind = "DeleteOptions",
+      preconditions = { uid = uid } })
+    a.content_type = "application/json"
+  end
+  return a
+end
+
+local function is_ours(obs)
+  local labels = val(obs.metadata.labels)
+  return labels ~= nil and labels[MANAGED_BY] == MANAGER
+end
+
+-- The plan for one pod key:
+--   { actions = {...}, problems = { {reason, message}... }, error = text|nil,
+--     pod = { name, namespace, uid } | nil, managed = bool }
+-- An error (script failure, invalid child) means: write nothing, report,
+-- retry later; children stay as they are.
+function M.reconcile(key)
+  local pod = pods[key]
+  local plan = { actions = {}, problems = {} }
+  local desired = {}
+  if pod then
+    plan.pod = { name = pod.metadata.name, namespace = pod.metadata.namespace,
+                 uid = pod.metadata.uid }
+    local list, why, failed = desired_of(pod)
+    if failed then
+      plan.error = why
+      return plan
+    end
+    desired = list or {}
+    plan.reason = why
+  end
+  local wanted = {}
+  for _, d in ipairs(desired) do
+    local id = d.r.res .. "\0" .. d.key
+    wanted[id] = true
+    local obs = store[d.r.res][d.key]
+    if obs == nil then
+      plan.actions[#plan.actions + 1] = action("create", d.r, d.key, d.obj)
+    else
+      local okey, ref = owner_key(obs)
+      if not is_ours(obs) or okey ~= key then
+        plan.problems[#plan.problems + 1] = {
+          reason = "NameConflict",
+          message = string.format("%s %s already exists and belongs to %s; this pod gets no %s",
+            d.r.kind, d.key, okey and ("pod " .. okey) or "someone else", d.r.kind),
+        }
+      else
+        local same, where = host.contains(obs, d.obj)
+        if ref.uid ~= pod.metadata.uid then
+          same, where = false, "ownerReferences (the pod was recreated)"
+        end
+        if not same then
+          local a = action("apply", d.r, d.key, d.obj)
+          a.why = where
+          plan.actions[#plan.actions + 1] = a
+        end
+      end
+    end
+  end
+  -- What this pod owns and no longer wants goes; sorted for stable plans.
+  local ids = {}
+  for id in pairs(owned[key] or {}) do
+    if not wanted[id] then ids[#ids + 1] = id end
+  end
+  table.sort(ids)
+  for _, id in ipairs(ids) do
+    local res, okey = id:match("^([^%z]*)%z(.*)$")
+    local obs = store[res][okey]
+    plan.actions[#plan.actions + 1] = action("delete", RESOURCES[res], okey, nil,
+      val(obs.metadata.uid))
+  end
+  plan.managed = #desired > 0
+  return plan
+end
+
+-- The API server's answer to one action. Returns "ok", "retry" (try the
+-- pod again after a backoff), "conflict" (someone else's object holds the
+-- name) or "rejected" (the server refused the object: 4xx).
+function M.result(res, key, verb, status, body)
+  if status >= 200 and status < 300 then
+    if verb == "delete" then
+      remove(res, key, true)
+    else
+      local ok, o = pcall(cjson.decode, body)
+      if ok and type(o) == "table" and type(o.metadata) == "table" then
+        upsert(res, o, true)
+      end
+    end
+    return "ok"
+  end
+  if verb == "delete" and status == 404 then
+    remove(res, key, true)
+    return "ok"
+  end
+  if verb == "create" and status == 409 then return "conflict" end
+  if status == 400 or status == 403 or status == 404 or status == 422 then return "rejected" end
+  return "retry"
+end
+
+-- Tries the candidate scripts (already installed as host.render's sandbox
+-- by the caller) on every cached pod. Returns nil, or the first error.
+function M.validate()
+  local keys = {}
+  for key in pairs(pods) do keys[#keys + 1] = key end
+  table.sort(keys)
+  for _, key in ipairs(keys) do
+    local _, why, failed = desired_of(pods[key])
+    if failed then return string.format("pod %s: %s", key, why) end
+  end
+  return nil
+end
+
+-- The children a pod (decoded JSON) would get, as the operator writes
+-- them, for `envoy-router render`. Returns a JSON array, or nil and why.
+function M.render(pod_json)
+  local pod = project_pod(cjson.decode(pod_json))
+  if not pod.metadata.name or not pod.metadata.namespace then
+    return nil, "the pod needs metadata.name and metadata.namespace"
+  end
+  local list, why = desired_of(pod)
+  if not list then return nil, why end
+  local out = {}
+  for i, d in ipairs(list) do out[i] = d.obj end
+  if #out == 0 then return "[]" end
+  return encode(out)
+end
+
+-- Renders each fixture pod (raw pod tables) with the current scripts, for
+-- `envoy-router check`. Returns how many rendered, or nil and the first
+-- failure.
+function M.check(fixtures)
+  for i, raw in ipairs(fixtures) do
+    local pod = project_pod(raw)
+    local _, why, failed = desired_of(pod)
+    if failed then
+      return nil, string.format("fixture pod #%d (%s): %s", i, tostring(pod.metadata.name), why)
+    end
+  end
+  return #fixtures
+end
+
+-- Queues every known pod key: cached pods and owners of cached children.
+function M.enqueue_all()
+  local n = 0
+  for key in pairs(pods) do host.enqueue(key); n = n + 1 end
+  for key in pairs(owned) do
+    if not pods[key] then host.enqueue(key); n = n + 1 end
+  end
+  return n
+end
+
+-- Figures derived from the caches (true after a restart, unlike counters).
+function M.stats()
+  local managed = 0
+  for key in pairs(owned) do
+    if pods[key] then managed = managed + 1 end
+  end
+  local n = 0
+  for _ in pairs(pods) do n = n + 1 end
+  local children = 0
+  for res in pairs(RESOURCES) do
+    for _ in pairs(store[res]) do children = children + 1 end
+  end
+  return managed, n, children
+end
+
+return M

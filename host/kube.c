@@ -1,0 +1,837 @@
+/* kube: Kubernetes API calls on top of http.c: credentials, bounds, retries,
+ * metrics and the paths of the resources the host uses (see kube.h). */
+#include "kube.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "http.h"
+#include "log.h"
+#include "metrics.h"
+#include "timers.h"
+
+#define BACKOFF_BASE_MS 200
+#define BACKOFF_MAX_MS 10000
+#define RETRY_AFTER_MAX_S 60
+#define WATCH_ERROR_MAX (64 * 1024)
+#define WATCH_LOW_SPEED_SECS 150
+#define BODY_MAX ((size_t)512 << 20)  /* page big lists with limit/continue */
+#define TOKEN_MAX (64 * 1024)
+#define TOKEN_CHECK_MS 1000
+
+enum call_state { C_QUEUED, C_WAITING, C_ACTIVE, C_FAILED };
+
+struct clist {
+    struct kube_call *head, *tail;
+};
+
+struct kube_call {
+    struct kube *k;
+    struct kube_call *prev, *next;  /* in the list of its state */
+    enum call_state state;
+    bool watch;
+    bool retried_401;
+    unsigned attempt;               /* attempts started */
+    int64_t due_ms;                 /* C_WAITING: when to go again */
+    char *url;                      /* server + path */
+    const char *path;               /* inside url, for logs */
+    char method[8];
+    char *content_type;
+    char *body;
+    size_t len;
+    const char *error;              /* C_FAILED: what to report */
+    struct http_xfer *xfer;         /* C_ACTIVE */
+    kube_done_fn done;
+    kube_data_fn data;
+    void *arg;
+};
+
+struct kube {
+    struct http *http;
+    char *server;
+    char *token_file;
+    char *token;                    /* current bearer token or NULL */
+    struct stat token_st;           /* of the file when last read */
+    int64_t token_checked_ms;
+    struct kube_options o;
+    struct clist queued;            /* FIFO waiting for a slot */
+    struct clist waiting;           /* backing off before a retry */
+    struct clist active;            /* in flight (calls and watches) */
+    struct clist failed;            /* could not start; done runs in perform */
+    unsigned in_flight;             /* ordinary calls in flight */
+    size_t pending;                 /* ordinary calls not finished */
+    double tokens;                  /* QPS bucket */
+    int64_t tokens_ms;
+    uint64_t rng;
+    struct metric *m_requests;
+    struct metric *m_duration;
+};
+
+/* --- small helpers ------------------------------------------------------ */
+
+static void clist_push(struct clist *l, struct kube_call *c)
+{
+    c->next = NULL;
+    c->prev = l->tail;
+    if (l->tail)
+        l->tail->next = c;
+    else
+        l->head = c;
+    l->tail = c;
+}
+
+static void clist_push_front(struct clist *l, struct kube_call *c)
+{
+    c->prev = NULL;
+    c->next = l->head;
+    if (l->head)
+        l->head->prev = c;
+    else
+        l->tail = c;
+    l->head = c;
+}
+
+static void clist_unlink(struct clist *l, struct kube_call *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        l->head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else
+        l->tail = c->prev;
+    c->prev = c->next = NULL;
+}
+
+static struct clist *clist_of(struct kube *k, enum call_state s)
+{
+    switch (s) {
+    case C_QUEUED: return &k->queued;
+    case C_WAITING: return &k->waiting;
+    case C_ACTIVE: return &k->active;
+    case C_FAILED: return &k->failed;
+    }
+    return &k->failed;
+}
+
+static void set_state(struct kube *k, struct kube_call *c, enum call_state s, bool front)
+{
+    clist_unlink(clist_of(k, c->state), c);
+    c->state = s;
+    if (front)
+        clist_push_front(clist_of(k, s), c);
+    else
+        clist_push(clist_of(k, s), c);
+}
+
+static void call_free(struct kube_call *c)
+{
+    free(c->url);
+    free(c->content_type);
+    free(c->body);
+    free(c);
+}
+
+static double rand01(struct kube *k)
+{
+    /* xorshift64*: jitter needs spread, not secrecy */
+    k->rng ^= k->rng >> 12;
+    k->rng ^= k->rng << 25;
+    k->rng ^= k->rng >> 27;
+    return (double)((k->rng * UINT64_C(0x2545F4914F6CDD1D)) >> 11) / 9007199254740992.0;
+}
+
+static char *read_small_file(const char *path, size_t max, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t n = 0;
+
+    if (!f)
+        return NULL;
+    buf = malloc(max + 1);
+    if (buf)
+        n = fread(buf, 1, max + 1, f);
+    if (!buf || ferror(f) || n > max) {
+        free(buf);
+        fclose(f);
+        errno = buf ? EFBIG : ENOMEM;
+        return NULL;
+    }
+    fclose(f);
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+/* --- the bearer token --------------------------------------------------- */
+
+/* Re-reads the token file when `force`, or when a second has passed since the
+ * last look and the file changed. Keeps the old token when it cannot be read.
+ * Returns 0 or -errno (the caller reports). */
+static int token_refresh(struct kube *k, bool force)
+{
+    struct stat st;
+    int64_t now = clock_ms();
+    char *t;
+    size_t n = 0;
+
+    if (!k->token_file)
+        return 0;
+    if (!force && now - k->token_checked_ms < TOKEN_CHECK_MS)
+        return 0;
+    k->token_checked_ms = now;
+    if (stat(k->token_file, &st) != 0)
+        return -errno;
+    if (!force && k->token && st.st_ino == k->token_st.st_ino &&
+        st.st_dev == k->token_st.st_dev && st.st_size == k->token_st.st_size &&
+        st.st_mtim.tv_sec == k->token_st.st_mtim.tv_sec &&
+        st.st_mtim.tv_nsec == k->token_st.st_mtim.tv_nsec)
+        return 0;
+    t = read_small_file(k->token_file, TOKEN_MAX, &n);
+    if (!t)
+        return -errno;
+    while (n > 0 && (t[n - 1] == '\n' || t[n - 1] == '\r' || t[n - 1] == ' ' ||
+                     t[n - 1] == '\t'))
+        t[--n] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)t[i] < 0x20 || t[i] == 0x7f) {
+            free(t);
+            return -EINVAL;
+        }
+    }
+    free(k->token);
+    k->token = t;
+    k->token_st = st;
+    return 0;
+}
+
+/* --- attempts ----------------------------------------------------------- */
+
+static void on_http_done(void *arg, const struct http_result *r);
+
+static int on_http_data(void *arg, const char *data, size_t len)
+{
+    struct kube_call *c = arg;
+
+    return c->data(c->arg, data, len);   /* c may be freed after this */
+}
+
+/* Starts one attempt of c; false when the transfer could not start. */
+static bool attempt_start(struct kube *k, struct kube_call *c)
+{
+    const char *headers[4];
+    char *auth = NULL, *ctype = NULL;
+    unsigned nh = 0;
+    struct http_request rq = { 0 };
+    int rc = token_refresh(k, false);
+
+    if (rc < 0)
+        log_warn("kube: token file %s: %s (keeping the previous token)", k->token_file,
+                 strerror(-rc));
+    headers[nh++] = "Accept: application/json";
+    if (k->token && k->token[0]) {
+        size_t n = strlen(k->token) + sizeof("Authorization: Bearer ");
+
+        auth = malloc(n);
+        if (auth) {
+            snprintf(auth, n, "Authorization: Bearer %s", k->token);
+            headers[nh++] = auth;
+        }
+    }
+    if (c->body) {
+        size_t n = strlen(c->content_type) + sizeof("Content-Type: ");
+
+        ctype = malloc(n);
+        if (ctype) {
+            snprintf(ctype, n, "Content-Type: %s", c->content_type);
+            headers[nh++] = ctype;
+        }
+    }
+    headers[nh] = NULL;
+    rq.method = c->method;
+    rq.url = c->url;
+    rq.headers = headers;
+    rq.body = c->body;
+    rq.len = c->len;
+    if (c->watch) {
+        rq.low_speed_secs = WATCH_LOW_SPEED_SECS;
+        rq.data = on_http_data;
+        rq.max_body = WATCH_ERROR_MAX;
+    } else {
+        rq.timeout_ms = k->o.timeout_ms > 0 ? k->o.timeout_ms : 30000;
+        rq.compressed = true;
+        rq.max_body = BODY_MAX;
+    }
+    c->attempt++;
+    c->xfer = NULL;
+    if ((!k->token || auth) && (!c->body || ctype))
+        c->xfer = http_start(k->http, &rq, on_http_done, c);
+    free(auth);
+    free(ctype);
+    if (!c->xfer)
+        return false;
+    set_state(k, c, C_ACTIVE, false);
+    if (!c->watch)
+        k->in_flight++;
+    return true;
+}
+
+static long backoff_ms(struct kube *k, unsigned attempt)
+{
+    double d = BACKOFF_BASE_MS;
+
+    for (unsigned i = 1; i < attempt && d < BACKOFF_MAX_MS; i++)
+        d *= 2;
+    if (d > BACKOFF_MAX_MS)
+        d = BACKOFF_MAX_MS;
+    return (long)(d * (0.8 + 0.4 * rand01(k)));
+}
+
+static void bucket_refill(struct kube *k, int64_t now)
+{
+    unsigned burst = k->o.burst ? k->o.burst : 1;
+
+    if (k->o.qps <= 0)
+        return;
+    k->tokens += (double)(now - k->tokens_ms) * k->o.qps / 1000.0;
+    if (k->tokens > burst)
+        k->tokens = burst;
+    k->tokens_ms = now;
+}
+
+/* Moves due retries to the head of the queue and starts queued calls while
+ * slots and rate allow. Never runs a caller's callback. */
+static void dispatch(struct kube *k)
+{
+    int64_t now = clock_ms();
+
+    for (struct kube_call *c = k->waiting.head, *next; c; c = next) {
+        next = c->next;
+        if (c->due_ms <= now)
+            set_state(k, c, C_QUEUED, true);   /* older than anything queued */
+    }
+    bucket_refill(k, now);
+    while (k->queued.head && k->in_flight < k->o.max_in_flight) {
+        struct kube_call *c = k->queued.head;
+
+        if (k->o.qps > 0) {
+            if (k->tokens < 1.0)
+                break;
+            k->tokens -= 1.0;
+        }
+        if (attempt_start(k, c))
+            continue;
+        if (c->attempt < k->o.max_attempts) {
+            c->due_ms = now + backoff_ms(k, c->attempt);
+            set_state(k, c, C_WAITING, false);
+        } else {
+            c->error = "cannot start the transfer (out of memory or refused options)";
+            set_state(k, c, C_FAILED, false);
+        }
+    }
+}
+
+static bool retryable(const struct http_result *r)
+{
+    if (r->transport_error)
+        return true;
+    if (r->error)
+        return false;
+    switch (r->status) {
+    case 429: case 500: case 502: case 503: case 504:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Counts and logs one finished attempt. */
+static void record(struct kube *k, const struct kube_call *c, const struct http_result *r)
+{
+    char code[24], labels[48];
+
+    if (r->status > 0)
+        snprintf(code, sizeof(code), "%ld", r->status);
+    else
+        snprintf(code, sizeof(code), "<error>");
+    snprintf(labels, sizeof(labels), "%s,%s", code, c->method);
+    metrics_add(k->m_requests, labels, 1);
+    /* A watch lasts minutes: its latency is the time to the first byte. */
+    metrics_observe(k->m_duration, c->method,
+                    c->watch && r->first_byte > 0 ? r->first_byte : r->seconds);
+    if (log_enabled(LOG_DEBUG)) {
+        const char *msg = c->watch ? "kube watch ended" : "kube request";
+        char ms[32];
+
+        snprintf(ms, sizeof(ms), "%.0f", r->seconds * 1000);
+        if (r->error)
+            log_kv(LOG_DEBUG, msg, "method", c->method, "path", c->path, "status", code,
+                   "ms", ms, "error", r->error, NULL);
+        else
+            log_kv(LOG_DEBUG, msg, "method", c->method, "path", c->path, "status", code,
+                   "ms", ms, NULL);
+    }
+}
+
+static void finish(struct kube *k, struct kube_call *c, long status, const char *body,
+                   size_t len, const char *error)
+{
+    struct kube_response resp = { status, body ? body : "", body ? len : 0, error };
+
+    clist_unlink(clist_of(k, c->state), c);
+    if (!c->watch)
+        k->pending--;
+    c->done(c->arg, &resp);
+    call_free(c);
+}
+
+static void on_http_done(void *arg, const struct http_result *r)
+{
+    struct kube_call *c = arg;
+    struct kube *k = c->k;
+
+    c->xfer = NULL;
+    record(k, c, r);
+    if (c->watch) {
+        finish(k, c, r->status, r->body, r->len, r->error);
+        return;
+    }
+    k->in_flight--;
+    if (r->status == 401 && !r->error && k->token_file && !c->retried_401) {
+        /* The token may have rotated since the last look: read it now and
+         * try once more, ahead of the queue and outside max_attempts. */
+        int rc = token_refresh(k, true);
+
+        log_kv(LOG_WARN, "kube request unauthorized; token file re-read, retrying",
+               "method", c->method, "path", c->path, "token_file", k->token_file,
+               "read", rc < 0 ? strerror(-rc) : "ok", NULL);
+        c->retried_401 = true;
+        c->attempt--;
+        set_state(k, c, C_QUEUED, true);
+        return;
+    }
+    if (retryable(r) && c->attempt < k->o.max_attempts) {
+        long delay = r->retry_after >= 0
+            ? (r->retry_after < RETRY_AFTER_MAX_S ? r->retry_after : RETRY_AFTER_MAX_S) * 1000
+            : backoff_ms(k, c->attempt);
+        char status[24], attempt[32], ms[24];
+
+        c->due_ms = clock_ms() + delay;
+        set_state(k, c, C_WAITING, false);
+        snprintf(status, sizeof(status), "%ld", r->status);
+        snprintf(attempt, sizeof(attempt), "%u/%u", c->attempt, k->o.max_attempts);
+        snprintf(ms, sizeof(ms), "%ld", delay);
+        log_kv(LOG_WARN, "kube request retried", "method", c->method, "path", c->path,
+               r->error ? "error" : "status", r->error ? r->error : status,
+               "attempt", attempt, "delay_ms", ms, NULL);
+        return;
+    }
+    /* A transfer cut short has no status worth acting on. */
+    finish(k, c, r->transport_error ? 0 : r->status, r->body, r->len, r->error);
+}
+
+/* --- the client --------------------------------------------------------- */
+
+static char *xstrdup(const char *s, bool *oom)
+{
+    char *d;
+
+    if (!s)
+        return NULL;
+    d = strdup(s);
+    if (!d)
+        *oom = true;
+    return d;
+}
+
+struct kube *kube_new(const struct kube_auth *auth, const struct kube_options *o,
+                      char *err, size_t errlen)
+{
+    struct kube *k = NULL;
+    struct http_tls tls = { 0 };
+    bool oom = false;
+    size_t n;
+    int rc;
+
+    if (!auth || !auth->server ||
+        (strncmp(auth->server, "https://", 8) != 0 && strncmp(auth->server, "http://", 7) != 0)) {
+        snprintf(err, errlen, "kube: server URL must start with https:// or http://: %s",
+                 auth && auth->server ? auth->server : "(none)");
+        return NULL;
+    }
+    if ((auth->cert_pem != NULL) != (auth->key_pem != NULL)) {
+        snprintf(err, errlen, "kube: a client certificate needs a client key and vice versa");
+        return NULL;
+    }
+    k = calloc(1, sizeof(*k));
+    if (!k)
+        goto nomem;
+    if (o)
+        k->o = *o;
+    if (k->o.max_in_flight < 1)
+        k->o.max_in_flight = 1;
+    if (k->o.max_attempts < 1)
+        k->o.max_attempts = 1;
+    k->server = xstrdup(auth->server, &oom);
+    k->token_file = xstrdup(auth->token_file, &oom);
+    if (oom)
+        goto nomem;
+    n = strlen(k->server);
+    while (n > 0 && k->server[n - 1] == '/')
+        k->server[--n] = '\0';
+    if (k->token_file) {
+        rc = token_refresh(k, true);
+        if (rc < 0) {
+            snprintf(err, errlen, "kube: token file %s: %s", k->token_file, strerror(-rc));
+            goto fail;
+        }
+    } else if (auth->token) {   /* a file, when given, wins: it rotates */
+        k->token = xstrdup(auth->token, &oom);
+        if (oom)
+            goto nomem;
+    }
+    tls.ca = auth->ca_pem;
+    tls.ca_len = auth->ca_len;
+    tls.cert = auth->cert_pem;
+    tls.cert_len = auth->cert_len;
+    tls.key = auth->key_pem;
+    tls.key_len = auth->key_len;
+    tls.insecure = auth->insecure;
+    k->http = http_new(&tls, k->o.user_agent, err, errlen);
+    if (!k->http)
+        goto fail;
+    k->o.user_agent = NULL;   /* http keeps its own copy */
+    k->m_requests = metrics_counter("rest_client_requests_total",
+                                    "Requests to the Kubernetes API by status code and method.",
+                                    "code,method");
+    k->m_duration = metrics_histogram("rest_client_request_duration_seconds",
+                                      "Latency of requests to the Kubernetes API by verb.",
+                                      "verb", NULL, 0);
+    k->tokens = k->o.burst ? k->o.burst : 1;
+    k->tokens_ms = clock_ms();
+    k->rng = ((uint64_t)clock_ms() * UINT64_C(0x9E3779B97F4A7C15)) ^ (uint64_t)getpid() ^
+             (uint64_t)(uintptr_t)k;
+    if (!k->rng)
+        k->rng = 1;
+    return k;
+nomem:
+    snprintf(err, errlen, "kube: out of memory");
+fail:
+    kube_free(k);
+    return NULL;
+}
+
+void kube_free(struct kube *k)
+{
+    struct clist *lists[4];
+
+    if (!k)
+        return;
+    lists[0] = &k->queued;
+    lists[1] = &k->waiting;
+    lists[2] = &k->active;
+    lists[3] = &k->failed;
+    for (int i = 0; i < 4; i++) {
+        struct kube_call *c;
+
+        while ((c = lists[i]->head)) {
+            clist_unlink(lists[i], c);
+            call_free(c);
+        }
+    }
+    http_free(k->http);   /* drops the transfers without callbacks */
+    free(k->server);
+    free(k->token_file);
+    free(k->token);
+    free(k);
+}
+
+static struct kube_call *call_new(struct kube *k, const char *method, const char *path,
+                                  kube_done_fn done, void *arg)
+{
+    struct kube_call *c;
+    size_t ns, np, nm;
+
+    if (!k || !method || !path || path[0] != '/' || !done)
+        return NULL;
+    nm = strlen(method);
+    if (nm == 0 || nm >= sizeof(c->method))
+        return NULL;
+    c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    ns = strlen(k->server);
+    np = strlen(path);
+    c->url = malloc(ns + np + 1);
+    if (!c->url) {
+        free(c);
+        return NULL;
+    }
+    memcpy(c->url, k->server, ns);
+    memcpy(c->url + ns, path, np + 1);
+    c->path = c->url + ns;
+    memcpy(c->method, method, nm + 1);
+    c->k = k;
+    c->done = done;
+    c->arg = arg;
+    return c;
+}
+
+struct kube_call *kube_request(struct kube *k, const char *method, const char *path,
+                               const char *content_type, const char *body, size_t len,
+                               kube_done_fn done, void *arg)
+{
+    struct kube_call *c = call_new(k, method, path, done, arg);
+
+    if (!c)
+        return NULL;
+    if (body) {
+        c->body = malloc(len + 1);
+        c->content_type = strdup(content_type ? content_type : "application/json");
+        if (!c->body || !c->content_type) {
+            call_free(c);
+            return NULL;
+        }
+        memcpy(c->body, body, len);
+        c->body[len] = '\0';
+        c->len = len;
+    }
+    c->state = C_QUEUED;
+    clist_push(&k->queued, c);
+    k->pending++;
+    dispatch(k);
+    return c;
+}
+
+struct kube_call *kube_watch(struct kube *k, const char *path, kube_data_fn data,
+                             kube_done_fn done, void *arg)
+{
+    struct kube_call *c;
+
+    if (!data)
+        return NULL;
+    c = call_new(k, "GET", path, done, arg);
+    if (!c)
+        return NULL;
+    c->watch = true;
+    c->data = data;
+    c->state = C_QUEUED;
+    clist_push(&k->queued, c);   /* only so that attempt_start can move it */
+    if (!attempt_start(k, c)) {
+        clist_unlink(&k->queued, c);
+        call_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void kube_cancel(struct kube *k, struct kube_call *c)
+{
+    if (!k || !c)
+        return;
+    clist_unlink(clist_of(k, c->state), c);
+    if (c->state == C_ACTIVE) {
+        http_abort(k->http, c->xfer);
+        if (!c->watch)
+            k->in_flight--;
+    }
+    if (!c->watch)
+        k->pending--;
+    call_free(c);
+    dispatch(k);
+}
+
+int kube_wait(struct kube *k, struct pollfd *fds, unsigned nfds, int timeout_ms)
+{
+    long next = kube_next_timeout(k);
+
+    if (next >= 0 && (timeout_ms < 0 || next < timeout_ms))
+        timeout_ms = (int)next;
+    return http_wait(k->http, fds, nfds, timeout_ms);
+}
+
+void kube_perform(struct kube *k)
+{
+    struct kube_call *c;
+
+    http_perform(k->http);
+    dispatch(k);
+    while ((c = k->failed.head))
+        finish(k, c, 0, NULL, 0, c->error);
+    dispatch(k);
+}
+
+size_t kube_pending(const struct kube *k)
+{
+    return k->pending;
+}
+
+long kube_next_timeout(const struct kube *k)
+{
+    int64_t now = clock_ms();
+    long best = -1;
+
+    if (k->failed.head)
+        return 0;
+    for (const struct kube_call *c = k->waiting.head; c; c = c->next) {
+        long d = c->due_ms > now ? (long)(c->due_ms - now) : 0;
+
+        if (best < 0 || d < best)
+            best = d;
+    }
+    if (k->queued.head && k->in_flight < k->o.max_in_flight) {
+        double t = k->tokens;
+        long d = 0;
+
+        if (k->o.qps > 0) {
+            unsigned burst = k->o.burst ? k->o.burst : 1;
+
+            t += (double)(now - k->tokens_ms) * k->o.qps / 1000.0;
+            if (t > burst)
+                t = burst;
+            if (t < 1.0)
+                d = (long)((1.0 - t) * 1000.0 / k->o.qps) + 1;
+        }
+        if (best < 0 || d < best)
+            best = d;
+    }
+    return best;
+}
+
+/* --- resources and paths ------------------------------------------------ */
+
+static const struct kube_resource resources[] = {
+    { "v1", "Pod", "pods", true },
+    { "v1", "Service", "services", true },
+    { "discovery.k8s.io/v1", "EndpointSlice", "endpointslices", true },
+    { "gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes", true },
+    { "coordination.k8s.io/v1", "Lease", "leases", true },
+    { "v1", "Event", "events", true },
+    { "events.k8s.io/v1", "Event", "events", true },
+};
+
+const struct kube_resource *kube_resource_find(const char *api_version, const char *kind)
+{
+    if (!api_version || !kind)
+        return NULL;
+    for (size_t i = 0; i < sizeof(resources) / sizeof(resources[0]); i++)
+        if (strcmp(resources[i].api_version, api_version) == 0 &&
+            strcmp(resources[i].kind, kind) == 0)
+            return &resources[i];
+    return NULL;
+}
+
+/* A bounded string builder: `over` sticks once anything did not fit. */
+struct sb {
+    char *buf;
+    size_t cap, len;
+    bool over;
+};
+
+static void sb_put(struct sb *b, const char *s, size_t n)
+{
+    if (b->over || n >= b->cap - b->len) {
+        b->over = true;
+        return;
+    }
+    memcpy(b->buf + b->len, s, n);
+    b->len += n;
+    b->buf[b->len] = '\0';
+}
+
+static void sb_str(struct sb *b, const char *s)
+{
+    sb_put(b, s, strlen(s));
+}
+
+/* Percent-escapes everything but RFC 3986 unreserved characters. */
+static void sb_escaped(struct sb *b, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+            (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' || ch == '_' || ch == '~') {
+            sb_put(b, (const char *)&ch, 1);
+        } else {
+            char e[3] = { '%', hex[ch >> 4], hex[ch & 15] };
+
+            sb_put(b, e, 3);
+        }
+    }
+}
+
+/* "", "." and ".." would name another path once joined. */
+static bool bad_segment(const char *s)
+{
+    return !*s || strcmp(s, ".") == 0 || strcmp(s, "..") == 0;
+}
+
+int kube_path(char *buf, size_t len, const struct kube_resource *r, const char *ns,
+              const char *name, const char *query)
+{
+    struct sb b = { buf, len, 0, false };
+
+    if (!buf || len == 0)
+        return -ENAMETOOLONG;
+    buf[0] = '\0';
+    if (!r || (name && bad_segment(name)) || (ns && *ns && bad_segment(ns)))
+        return -EINVAL;
+    if (r->namespaced && name && !(ns && *ns))
+        return -EINVAL;
+    sb_str(&b, strchr(r->api_version, '/') ? "/apis/" : "/api/");
+    sb_str(&b, r->api_version);
+    if (r->namespaced && ns && *ns) {
+        sb_str(&b, "/namespaces/");
+        sb_escaped(&b, ns);
+    }
+    sb_str(&b, "/");
+    sb_str(&b, r->plural);
+    if (name) {
+        sb_str(&b, "/");
+        sb_escaped(&b, name);
+    }
+    if (query && *query) {
+        sb_str(&b, "?");
+        sb_str(&b, query);
+    }
+    if (b.over) {
+        buf[0] = '\0';
+        return -ENAMETOOLONG;
+    }
+    return (int)b.len;
+}
+
+int kube_query_add(char *buf, size_t len, const char *key, const char *value)
+{
+    struct sb b;
+    size_t old;
+
+    if (!key)
+        return -EINVAL;
+    if (!buf || len == 0)
+        return -ENAMETOOLONG;
+    old = strnlen(buf, len);
+    if (old == len)
+        return -ENAMETOOLONG;
+    b = (struct sb){ buf, len, old, false };
+    if (old > 0)
+        sb_str(&b, "&");
+    sb_escaped(&b, key);
+    sb_str(&b, "=");
+    sb_escaped(&b, value ? value : "");
+    if (b.over) {
+        buf[old] = '\0';   /* leave the query as it was */
+        return -ENAMETOOLONG;
+    }
+    return (int)b.len;
+}

@@ -1,0 +1,475 @@
+/* main: the envoy-router binary. Parses the configuration, then runs one of
+ * the commands: the operator (run), render, check, version, help.
+ *
+ * The operator is one thread owning everything that changes (the kube
+ * client's transfers, the timers, the queue, the caches and both Lua
+ * states); the metrics/health server runs on libmicrohttpd's thread and
+ * reads only the metrics registry and atomics. The loop sleeps in
+ * kube_wait until network activity, a signal (signalfd), a change in the
+ * scripts directory (inotify) or the next deadline. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "core.h"
+#include "kube.h"
+#include "kubeconfig.h"
+#include "log.h"
+#include "metrics.h"
+#include "queue.h"
+#include "reconcile.h"
+#include "sandbox.h"
+#include "server.h"
+#include "timers.h"
+#include "watch.h"
+#include "yamljson.h"
+
+#ifndef ENVOY_ROUTER_VERSION
+#define ENVOY_ROUTER_VERSION "0.1.0-dev"
+#endif
+
+#define MANAGED_SELECTOR "app.kubernetes.io/managed-by=envoy-router"
+#define RELOAD_DEBOUNCE_MS 300
+#define STATS_EVERY_MS 1000
+
+struct operator {
+    struct config *cfg;
+    struct kube *kube;
+    struct timers *timers;
+    struct queue *queue;
+    struct core *core;
+    struct sandbox *sandbox;
+    struct reconciler *rec;
+    struct server *server;
+    struct watch *watches[4];       /* pods first, then the child kinds */
+    size_t n_watches;
+    int sigfd, inofd;
+    bool stopping;
+    bool ready;
+    uint64_t reload_timer;
+    int64_t stop_deadline;
+    struct metric *reloads, *managed, *cached_pods, *cached_children;
+};
+
+static void on_enqueue(void *arg, const char *key)
+{
+    struct operator *op = arg;
+    if (queue_add(op->queue, key, clock_ms()) != 0)
+        log_kv(LOG_ERROR, "queue: out of memory", "pod", key, NULL);
+}
+
+/* Builds, validates and swaps in the scripts; keeps the running ones on
+ * any failure. */
+static void reload(struct operator *op, const char *why)
+{
+    char err[4096];
+    int64_t t0 = clock_ms();
+    struct sandbox *sb = sandbox_new(op->cfg->scripts_dir, op->cfg, NULL, err, sizeof err);
+    if (sb != NULL && core_validate(op->core, sb, err, sizeof err) != 0) {
+        sandbox_free(sb);
+        sb = NULL;
+    }
+    if (sb == NULL) {
+        metrics_add(op->reloads, "error", 1);
+        log_kv(LOG_ERROR, "scripts: reload failed; the running scripts stay", "trigger", why,
+               "error", err, NULL);
+        return;
+    }
+    core_set_sandbox(op->core, sb);
+    sandbox_free(op->sandbox);
+    op->sandbox = sb;
+    metrics_add(op->reloads, "success", 1);
+    if (op->n_watches > 0)
+        watch_set_selector(op->watches[0], sandbox_selector(sb));
+    size_t n = core_enqueue_all(op->core);
+    char ms[32], pods[32];
+    snprintf(ms, sizeof ms, "%lld", (long long)(clock_ms() - t0));
+    snprintf(pods, sizeof pods, "%zu", n);
+    log_kv(LOG_INFO, "scripts: reloaded", "trigger", why, "origin", sandbox_origin(sb),
+           "validate_ms", ms, "requeued", pods, NULL);
+}
+
+static void on_reload_timer(void *arg)
+{
+    struct operator *op = arg;
+    op->reload_timer = 0;
+    reload(op, "scripts-dir changed");
+}
+
+static void on_resync(void *arg)
+{
+    struct operator *op = arg;
+    core_enqueue_all(op->core);
+    timers_add(op->timers, clock_ms() + (int64_t)op->cfg->resync_seconds * 1000, on_resync, op);
+}
+
+static void on_stats(void *arg)
+{
+    struct operator *op = arg;
+    size_t managed, pods, children;
+    core_stats(op->core, &managed, &pods, &children);
+    metrics_set(op->managed, NULL, (double)managed);
+    metrics_set(op->cached_pods, NULL, (double)pods);
+    metrics_set(op->cached_children, NULL, (double)children);
+    timers_add(op->timers, clock_ms() + STATS_EVERY_MS, on_stats, op);
+}
+
+static void handle_signals(struct operator *op)
+{
+    struct signalfd_siginfo si;
+    while (read(op->sigfd, &si, sizeof si) == (ssize_t)sizeof si) {
+        if (si.ssi_signo == SIGHUP) {
+            reload(op, "SIGHUP");
+        } else if (!op->stopping) {
+            log_kv(LOG_INFO, "shutting down: finishing writes in flight", "signal",
+                   si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT", NULL);
+            op->stopping = true;
+            op->stop_deadline = clock_ms() + (int64_t)op->cfg->shutdown_grace_seconds * 1000;
+            reconciler_pause(op->rec, true);
+            server_set_ready(op->server, false, "shutting down");
+        } else {
+            log_kv(LOG_WARN, "second signal: exiting now", NULL);
+            op->stop_deadline = 0;
+        }
+    }
+}
+
+static void handle_inotify(struct operator *op)
+{
+    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    bool changed = false;
+    while (read(op->inofd, buf, sizeof buf) > 0)
+        changed = true;
+    /* A ConfigMap update is several renames and a symlink swap: wait for
+     * the burst to settle before reloading once. */
+    if (changed && op->reload_timer == 0)
+        op->reload_timer = timers_add(op->timers, clock_ms() + RELOAD_DEBOUNCE_MS,
+                                      on_reload_timer, op);
+}
+
+static int setup_fds(struct operator *op)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    if (sigprocmask(SIG_BLOCK, &set, NULL) != 0 ||
+        (op->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC)) < 0) {
+        log_error("signals: %s", strerror(errno));
+        return -1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    op->inofd = -1;
+    if (op->cfg->scripts_dir && *op->cfg->scripts_dir) {
+        op->inofd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+        if (op->inofd < 0 ||
+            inotify_add_watch(op->inofd, op->cfg->scripts_dir,
+                              IN_CREATE | IN_DELETE | IN_MODIFY | IN_CLOSE_WRITE |
+                              IN_MOVED_TO | IN_MOVED_FROM | IN_ATTRIB) < 0) {
+            log_error("scripts: cannot watch %s: %s", op->cfg->scripts_dir, strerror(errno));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int load_auth(const struct config *cfg, struct kube_auth *auth)
+{
+    char err[1024];
+    int rc;
+    if (cfg->kubeconfig && *cfg->kubeconfig)
+        rc = kubeconfig_load(cfg->kubeconfig, NULL, auth, err, sizeof err);
+    else
+        rc = kubeconfig_in_cluster("", auth, err, sizeof err);
+    if (rc != 0)
+        fprintf(stderr, "envoy-router: %s\n", err);
+    return rc;
+}
+
+static bool all_synced(const struct operator *op)
+{
+    for (size_t i = 0; i < op->n_watches; i++)
+        if (!watch_synced(op->watches[i]))
+            return false;
+    return true;
+}
+
+static int add_watch(struct operator *op, const char *res, const char *api_version,
+                     const char *kind, const char *selector)
+{
+    const struct kube_resource *r = kube_resource_find(api_version, kind);
+    struct watch *w = r ? watch_new(op->kube, op->timers, op->core, res, r,
+                                    op->cfg->watch_namespace, selector) : NULL;
+    if (w == NULL)
+        return -1;
+    op->watches[op->n_watches++] = w;
+    watch_start(w);
+    return 0;
+}
+
+static void loop(struct operator *op)
+{
+    while (true) {
+        int64_t now = clock_ms();
+        server_heartbeat(op->server);
+        if (!op->ready && all_synced(op)) {
+            op->ready = true;
+            server_set_ready(op->server, true, NULL);
+            log_kv(LOG_INFO, "caches synced: reconciling", NULL);
+            if (!op->stopping)
+                reconciler_pause(op->rec, false);
+        }
+        reconciler_pump(op->rec, now);
+        if (op->stopping && (reconciler_active(op->rec) == 0 || now >= op->stop_deadline))
+            break;
+
+        int64_t next = timers_next(op->timers);
+        int64_t qd = queue_next_deadline(op->queue);
+        if (qd < next)
+            next = qd;
+        int64_t timeout = next == INT64_MAX ? 1000 : next - now;
+        if (queue_ready(op->queue) > 0 && reconciler_active(op->rec) < (size_t)op->cfg->max_concurrent_writes && op->ready && !op->stopping)
+            timeout = 0;
+        if (timeout < 0)
+            timeout = 0;
+        if (timeout > 1000)
+            timeout = 1000;     /* keep the heartbeat fresh */
+        struct pollfd fds[2] = {{.fd = op->sigfd, .events = POLLIN},
+                                {.fd = op->inofd, .events = POLLIN}};
+        kube_wait(op->kube, fds, op->inofd >= 0 ? 2 : 1, (int)timeout);
+        kube_perform(op->kube);
+        if (fds[0].revents & POLLIN)
+            handle_signals(op);
+        if (op->inofd >= 0 && (fds[1].revents & POLLIN))
+            handle_inotify(op);
+        timers_run(op->timers, clock_ms());
+    }
+}
+
+static int run(struct config *cfg)
+{
+    struct operator op = {.cfg = cfg, .sigfd = -1, .inofd = -1};
+    struct kube_auth auth = {0};
+    char err[4096];
+    int rc = 1;
+
+    op.reloads = metrics_counter("envoy_router_script_reloads_total",
+                                 "Script reloads by result.", "result");
+    metrics_add(op.reloads, "success", 0);
+    metrics_add(op.reloads, "error", 0);
+    op.managed = metrics_gauge("envoy_router_managed_pods",
+                               "Pods that have children now (derived from the caches).", NULL);
+    op.cached_pods = metrics_gauge("envoy_router_cached_pods", "Selected pods in the cache.", NULL);
+    op.cached_children = metrics_gauge("envoy_router_cached_children",
+                                       "Children (Services, EndpointSlices, HTTPRoutes) in the cache.",
+                                       NULL);
+    metrics_set(op.managed, NULL, 0);
+
+    if (load_auth(cfg, &auth) != 0)
+        goto out;
+    op.sandbox = sandbox_new(cfg->scripts_dir, cfg, NULL, err, sizeof err);
+    if (op.sandbox == NULL) {
+        fprintf(stderr, "envoy-router: cannot load the scripts: %s\n", err);
+        goto out;
+    }
+    struct kube_options ko = {
+        .max_in_flight = (unsigned)cfg->max_concurrent_writes,
+        .qps = cfg->kube_api_qps,
+        .burst = (unsigned)cfg->kube_api_burst,
+        .max_attempts = 5,
+        .user_agent = "envoy-router/" ENVOY_ROUTER_VERSION,
+    };
+    if ((op.kube = kube_new(&auth, &ko, err, sizeof err)) == NULL) {
+        fprintf(stderr, "envoy-router: %s\n", err);
+        goto out;
+    }
+    op.timers = timers_new();
+    op.queue = queue_new("pod", 250, 60000);
+    op.core = core_new(op.sandbox, on_enqueue, &op, err, sizeof err);
+    if (!op.timers || !op.queue || !op.core) {
+        fprintf(stderr, "envoy-router: start-up failed: %s\n", op.core ? "out of memory" : err);
+        goto out;
+    }
+    op.rec = reconciler_new(op.queue, op.core, op.kube, (unsigned)cfg->max_concurrent_writes);
+    if (op.rec == NULL || setup_fds(&op) != 0)
+        goto out;
+    op.server = server_start(cfg->metrics_addr, cfg->health_addr, 30);
+    if (op.server == NULL)
+        goto out;
+    server_set_ready(op.server, false, "caches not synced");
+    if (add_watch(&op, "pods", "v1", "Pod", sandbox_selector(op.sandbox)) != 0 ||
+        add_watch(&op, "services", "v1", "Service", MANAGED_SELECTOR) != 0 ||
+        add_watch(&op, "endpointslices", "discovery.k8s.io/v1", "EndpointSlice",
+                  MANAGED_SELECTOR) != 0 ||
+        add_watch(&op, "httproutes", "gateway.networking.k8s.io/v1", "HTTPRoute",
+                  MANAGED_SELECTOR) != 0) {
+        fprintf(stderr, "envoy-router: out of memory starting the watches\n");
+        goto out;
+    }
+    if (cfg->resync_seconds > 0)
+        timers_add(op.timers, clock_ms() + (int64_t)cfg->resync_seconds * 1000, on_resync, &op);
+    timers_add(op.timers, clock_ms() + STATS_EVERY_MS, on_stats, &op);
+    log_kv(LOG_INFO, "envoy-router started", "version", ENVOY_ROUTER_VERSION,
+           "server", auth.server, "namespace", *cfg->watch_namespace ? cfg->watch_namespace : "(all)",
+           "selector", sandbox_selector(op.sandbox), "scripts", sandbox_origin(op.sandbox), NULL);
+    loop(&op);
+    {
+        char writes[32];
+        snprintf(writes, sizeof writes, "%llu", (unsigned long long)reconciler_writes(op.rec));
+        log_kv(LOG_INFO, "envoy-router stopped", "writes", writes, NULL);
+    }
+    rc = 0;
+out:
+    for (size_t i = 0; i < op.n_watches; i++)
+        watch_free(op.watches[i]);
+    kube_free(op.kube);             /* cancels calls before their owners go */
+    reconciler_free(op.rec);
+    server_stop(op.server);
+    core_free(op.core);
+    sandbox_free(op.sandbox);
+    queue_free(op.queue);
+    timers_free(op.timers);
+    kube_auth_free(&auth);
+    if (op.sigfd >= 0)
+        close(op.sigfd);
+    if (op.inofd >= 0)
+        close(op.inofd);
+    return rc;
+}
+
+/* Reads a whole file; NULL with errno on failure. */
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    char *buf = NULL;
+    size_t cap = 0, n = 0;
+    while (true) {
+        if (n + 4096 + 1 > cap) {
+            cap = cap ? cap * 2 : 8192;
+            char *nb = realloc(buf, cap);
+            if (nb == NULL) {
+                free(buf);
+                fclose(f);
+                errno = ENOMEM;
+                return NULL;
+            }
+            buf = nb;
+        }
+        size_t got = fread(buf + n, 1, 4096, f);
+        n += got;
+        if (got < 4096)
+            break;
+    }
+    bool bad = ferror(f) != 0;
+    fclose(f);
+    if (bad) {
+        free(buf);
+        errno = EIO;
+        return NULL;
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+static int render(struct config *cfg)
+{
+    char err[4096];
+    int rc = 1;
+    size_t len = 0;
+    char *text = NULL, *json = NULL, *out = NULL;
+    struct sandbox *sb = NULL;
+    struct core *core = NULL;
+    if (cfg->pod_file == NULL || *cfg->pod_file == '\0') {
+        fprintf(stderr, "envoy-router render: --pod FILE is required\n");
+        return 2;
+    }
+    if ((text = read_file(cfg->pod_file, &len)) == NULL) {
+        fprintf(stderr, "envoy-router render: cannot read %s: %s\n", cfg->pod_file, strerror(errno));
+        return 1;
+    }
+    if ((json = yamljson_convert(text, len, &len, err, sizeof err)) == NULL) {
+        fprintf(stderr, "envoy-router render: %s: %s\n", cfg->pod_file, err);
+        goto out;
+    }
+    if ((sb = sandbox_new(cfg->scripts_dir, cfg, NULL, err, sizeof err)) == NULL) {
+        fprintf(stderr, "envoy-router render: cannot load the scripts: %s\n", err);
+        goto out;
+    }
+    if ((core = core_new(sb, NULL, NULL, err, sizeof err)) == NULL ||
+        (out = core_render(core, json, len, err, sizeof err)) == NULL) {
+        fprintf(stderr, "envoy-router render: %s: %s\n", cfg->pod_file, err);
+        goto out;
+    }
+    printf("%s\n", out);
+    rc = 0;
+out:
+    free(out);
+    core_free(core);
+    sandbox_free(sb);
+    free(json);
+    free(text);
+    return rc;
+}
+
+static int check(struct config *cfg)
+{
+    char err[4096];
+    struct sandbox *sb = sandbox_new(cfg->scripts_dir, cfg, NULL, err, sizeof err);
+    if (sb == NULL) {
+        fprintf(stderr, "envoy-router check: cannot load the scripts: %s\n", err);
+        return 1;
+    }
+    struct core *core = core_new(sb, NULL, NULL, err, sizeof err);
+    int n = core ? core_check(core, err, sizeof err) : -1;
+    if (n < 0)
+        fprintf(stderr, "envoy-router check: %s\n", err);
+    else
+        printf("ok: scripts from %s, selector %s, %d fixture pods rendered\n",
+               sandbox_origin(sb), sandbox_selector(sb), n);
+    core_free(core);
+    sandbox_free(sb);
+    return n < 0 ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct config cfg = {0};
+    if (config_parse(&cfg, argc, argv, NULL, stderr) != 0)
+        return 2;
+    log_setup(cfg.log_level, cfg.log_json);
+    srand((unsigned)time(NULL) ^ (unsigned)getpid());
+    int rc;
+    switch (cfg.command) {
+    case CMD_HELP:
+        config_usage(stdout);
+        rc = 0;
+        break;
+    case CMD_VERSION:
+        printf("envoy-router %s\n", ENVOY_ROUTER_VERSION);
+        rc = 0;
+        break;
+    case CMD_RENDER:
+        rc = render(&cfg);
+        break;
+    case CMD_CHECK:
+        rc = check(&cfg);
+        break;
+    default:
+        rc = run(&cfg);
+        break;
+    }
+    config_free(&cfg);
+    return rc;
+}

@@ -1,0 +1,473 @@
+/* queue: one record per key, found through a chained hash table; ready keys
+ * form a FIFO list, delayed keys a binary min-heap ordered by due time (ties
+ * by insertion), so every operation is O(1) or O(log n).
+ *
+ * A record exists while its key is ready, delayed or in processing, or while
+ * it has failures to remember for the backoff. */
+#include "queue.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "metrics.h"
+
+enum state { IDLE, READY, DELAYED, PROCESSING };
+
+struct item {
+    struct item *hnext;  /* hash chain */
+    struct item *fnext;  /* ready FIFO */
+    uint64_t hash;
+    uint64_t seq;        /* heap tie-break: earlier insertion first */
+    int64_t due;         /* DELAYED: when it becomes ready */
+    int64_t since;       /* READY: when it became ready; PROCESSING: popped */
+    int64_t again;       /* PROCESSING: when to come back after done, or
+                            INT64_MAX when it was not added meanwhile */
+    size_t heap_pos;
+    unsigned failures;
+    enum state state;
+    char key[];
+};
+
+struct queue {
+    char *name;
+    int64_t base_ms;
+    int64_t max_ms;
+
+    struct item **buckets;   /* power-of-two count */
+    size_t nbuckets;
+    size_t nitems;
+
+    struct item *head, *tail; /* ready FIFO */
+    size_t nready;
+
+    struct item **heap;
+    size_t nheap, heap_cap;
+    uint64_t seq;
+
+    size_t nprocessing;
+
+    struct metric *m_depth, *m_adds, *m_retries, *m_wait, *m_work;
+};
+
+static uint64_t hash_key(const char *s)
+{
+    uint64_t h = 14695981039346656037ULL; /* FNV-1a */
+
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+struct queue *queue_new(const char *name, int64_t base_ms, int64_t max_ms)
+{
+    struct queue *q = calloc(1, sizeof *q);
+
+    if (q == NULL)
+        return NULL;
+    q->name = strdup(name ? name : "");
+    q->nbuckets = 64;
+    q->buckets = calloc(q->nbuckets, sizeof *q->buckets);
+    if (q->name == NULL || q->buckets == NULL)
+        goto fail;
+    q->base_ms = base_ms > 0 ? base_ms : 0;
+    q->max_ms = max_ms > q->base_ms ? max_ms : q->base_ms;
+
+    q->m_depth = metrics_gauge("workqueue_depth", "Keys ready to be handed out, per queue.",
+                               "name");
+    q->m_adds = metrics_counter("workqueue_adds_total",
+                                "Times a key became ready, per queue.", "name");
+    q->m_retries = metrics_counter("workqueue_retries_total",
+                                   "Retries scheduled after a failure, per queue.", "name");
+    q->m_wait = metrics_histogram("workqueue_queue_duration_seconds",
+                                  "Seconds a key waited from ready to handed out.", "name",
+                                  NULL, 0);
+    q->m_work = metrics_histogram("workqueue_work_duration_seconds",
+                                  "Seconds a key spent in processing, from hand-out to done.",
+                                  "name", NULL, 0);
+    /* Series exist from the start so a scrape shows the queue at rest. */
+    metrics_set(q->m_depth, q->name, 0);
+    metrics_add(q->m_adds, q->name, 0);
+    metrics_add(q->m_retries, q->name, 0);
+    return q;
+
+fail:
+    queue_free(q);
+    return NULL;
+}
+
+void queue_free(struct queue *q)
+{
+    if (q == NULL)
+        return;
+    for (size_t i = 0; q->buckets != NULL && i < q->nbuckets; i++) {
+        struct item *it = q->buckets[i];
+        while (it != NULL) {
+            struct item *next = it->hnext;
+            free(it);
+            it = next;
+        }
+    }
+    free(q->buckets);
+    free(q->heap);
+    free(q->name);
+    free(q);
+}
+
+/* --- hash table ----------------------------------------------------------- */
+
+static struct item *find(const struct queue *q, const char *key)
+{
+    uint64_t h = hash_key(key);
+
+    for (struct item *it = q->buckets[h & (q->nbuckets - 1)]; it; it = it->hnext)
+        if (it->hash == h && strcmp(it->key, key) == 0)
+            return it;
+    return NULL;
+}
+
+/* Doubles the bucket array; on failure the table keeps working, only with
+ * longer chains. */
+static void grow(struct queue *q)
+{
+    size_t n = q->nbuckets * 2;
+    struct item **b = calloc(n, sizeof *b);
+
+    if (b == NULL)
+        return;
+    for (size_t i = 0; i < q->nbuckets; i++) {
+        struct item *it = q->buckets[i];
+        while (it != NULL) {
+            struct item *next = it->hnext;
+            size_t j = it->hash & (n - 1);
+            it->hnext = b[j];
+            b[j] = it;
+            it = next;
+        }
+    }
+    free(q->buckets);
+    q->buckets = b;
+    q->nbuckets = n;
+}
+
+static struct item *find_or_create(struct queue *q, const char *key)
+{
+    struct item *it = find(q, key);
+    size_t len, slot;
+
+    if (it != NULL)
+        return it;
+    len = strlen(key);
+    it = calloc(1, sizeof *it + len + 1);
+    if (it == NULL)
+        return NULL;
+    memcpy(it->key, key, len + 1);
+    it->hash = hash_key(key);
+    it->state = IDLE;
+    it->again = INT64_MAX;
+    if (q->nitems >= q->nbuckets)
+        grow(q);
+    slot = it->hash & (q->nbuckets - 1);
+    it->hnext = q->buckets[slot];
+    q->buckets[slot] = it;
+    q->nitems++;
+    return it;
+}
+
+/* Frees the record once nothing about the key is left to remember. */
+static void release_if_idle(struct queue *q, struct item *it)
+{
+    struct item **pp;
+
+    if (it->state != IDLE || it->failures > 0)
+        return;
+    for (pp = &q->buckets[it->hash & (q->nbuckets - 1)]; *pp; pp = &(*pp)->hnext) {
+        if (*pp == it) {
+            *pp = it->hnext;
+            q->nitems--;
+            free(it);
+            return;
+        }
+    }
+}
+
+/* --- delayed keys: min-heap on (due, seq) ------------------------------- */
+
+static bool before(const struct item *a, const struct item *b)
+{
+    return a->due < b->due || (a->due == b->due && a->seq < b->seq);
+}
+
+static void heap_place(struct queue *q, size_t i, struct item *it)
+{
+    q->heap[i] = it;
+    it->heap_pos = i;
+}
+
+static void sift_up(struct queue *q, size_t i)
+{
+    struct item *it = q->heap[i];
+
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!before(it, q->heap[parent]))
+            break;
+        heap_place(q, i, q->heap[parent]);
+        i = parent;
+    }
+    heap_place(q, i, it);
+}
+
+static void sift_down(struct queue *q, size_t i)
+{
+    struct item *it = q->heap[i];
+
+    for (;;) {
+        size_t child = 2 * i + 1;
+        if (child >= q->nheap)
+            break;
+        if (child + 1 < q->nheap && before(q->heap[child + 1], q->heap[child]))
+            child++;
+        if (!before(q->heap[child], it))
+            break;
+        heap_place(q, i, q->heap[child]);
+        i = child;
+    }
+    heap_place(q, i, it);
+}
+
+static int heap_push(struct queue *q, struct item *it)
+{
+    if (q->nheap == q->heap_cap) {
+        size_t cap = q->heap_cap ? q->heap_cap * 2 : 64;
+        struct item **h = realloc(q->heap, cap * sizeof *h);
+        if (h == NULL)
+            return -ENOMEM;
+        q->heap = h;
+        q->heap_cap = cap;
+    }
+    it->seq = q->seq++;
+    heap_place(q, q->nheap++, it);
+    sift_up(q, it->heap_pos);
+    return 0;
+}
+
+static void heap_remove(struct queue *q, struct item *it)
+{
+    size_t i = it->heap_pos;
+    struct item *last = q->heap[--q->nheap];
+
+    if (last == it)
+        return;
+    heap_place(q, i, last);
+    sift_up(q, i);
+    sift_down(q, last->heap_pos);
+}
+
+/* --- ready FIFO ------------------------------------------------------------ */
+
+static void publish_depth(struct queue *q)
+{
+    metrics_set(q->m_depth, q->name, (double)q->nready);
+}
+
+static void make_ready(struct queue *q, struct item *it, int64_t since)
+{
+    it->state = READY;
+    it->since = since;
+    it->fnext = NULL;
+    if (q->tail != NULL)
+        q->tail->fnext = it;
+    else
+        q->head = it;
+    q->tail = it;
+    q->nready++;
+    metrics_add(q->m_adds, q->name, 1);
+    publish_depth(q);
+}
+
+/* Moves delayed keys that are due to the ready FIFO, earliest first. Every
+ * call that knows the time does this first, so the FIFO stays ordered by the
+ * time keys became ready. */
+static void promote(struct queue *q, int64_t now)
+{
+    while (q->nheap > 0 && q->heap[0]->due <= now) {
+        struct item *it = q->heap[0];
+        heap_remove(q, it);
+        make_ready(q, it, it->due);
+    }
+}
+
+/* Asks for `it` to be ready at `at` (<= now: at once), keeping the earlier
+ * time when it is already waiting. */
+static int schedule(struct queue *q, struct item *it, int64_t at, int64_t now)
+{
+    switch (it->state) {
+    case PROCESSING:
+        if (at < it->again)
+            it->again = at;
+        return 0;
+    case READY:
+        return 0;
+    case DELAYED:
+        if (at >= it->due)
+            return 0;
+        if (at <= now) {
+            heap_remove(q, it);
+            make_ready(q, it, now);
+        } else {
+            it->due = at;
+            sift_up(q, it->heap_pos);
+        }
+        return 0;
+    case IDLE:
+        if (at <= now) {
+            make_ready(q, it, now);
+            return 0;
+        }
+        it->due = at;
+        it->state = DELAYED;
+        if (heap_push(q, it) != 0) {
+            it->state = IDLE;
+            release_if_idle(q, it);
+            return -ENOMEM;
+        }
+        return 0;
+    }
+    return 0;
+}
+
+static int64_t add_clamped(int64_t now, int64_t delay)
+{
+    if (delay <= 0)
+        return now;
+    if (now > 0 && delay > INT64_MAX - now)
+        return INT64_MAX - 1; /* INT64_MAX means "none" */
+    return now + delay;
+}
+
+int queue_add(struct queue *q, const char *key, int64_t now_ms)
+{
+    return queue_add_after(q, key, 0, now_ms);
+}
+
+int queue_add_after(struct queue *q, const char *key, int64_t delay_ms, int64_t now_ms)
+{
+    struct item *it;
+
+    promote(q, now_ms);
+    it = find_or_create(q, key);
+    if (it == NULL)
+        return -ENOMEM;
+    return schedule(q, it, add_clamped(now_ms, delay_ms), now_ms);
+}
+
+const char *queue_pop(struct queue *q, int64_t now_ms)
+{
+    struct item *it;
+
+    promote(q, now_ms);
+    it = q->head;
+    if (it == NULL)
+        return NULL;
+    q->head = it->fnext;
+    if (q->head == NULL)
+        q->tail = NULL;
+    it->fnext = NULL;
+    q->nready--;
+    metrics_observe(q->m_wait, q->name, (double)(now_ms - it->since) / 1000.0);
+    publish_depth(q);
+    it->state = PROCESSING;
+    it->since = now_ms;
+    it->again = INT64_MAX;
+    q->nprocessing++;
+    return it->key;
+}
+
+void queue_done(struct queue *q, const char *key, int64_t now_ms)
+{
+    struct item *it = find(q, key);
+    int64_t again;
+
+    if (it == NULL || it->state != PROCESSING)
+        return;
+    promote(q, now_ms);
+    metrics_observe(q->m_work, q->name, (double)(now_ms - it->since) / 1000.0);
+    q->nprocessing--;
+    again = it->again;
+    it->again = INT64_MAX;
+    it->state = IDLE;
+    /* If scheduling fails for lack of memory the key is dropped; the next
+     * event or resync adds it again. */
+    if (again != INT64_MAX && schedule(q, it, again, now_ms) == 0)
+        return;
+    release_if_idle(q, it);
+}
+
+static int64_t backoff(const struct queue *q, unsigned failures)
+{
+    int64_t d = q->base_ms;
+
+    for (unsigned i = 0; i < failures && d < q->max_ms; i++)
+        d = d > q->max_ms / 2 ? q->max_ms : d * 2;
+    return d < q->max_ms ? d : q->max_ms;
+}
+
+int64_t queue_retry(struct queue *q, const char *key, int64_t now_ms)
+{
+    struct item *it;
+    int64_t delay;
+
+    promote(q, now_ms);
+    it = find_or_create(q, key);
+    if (it == NULL)
+        return -ENOMEM;
+    delay = backoff(q, it->failures);
+    if (it->failures < UINT_MAX)
+        it->failures++;
+    metrics_add(q->m_retries, q->name, 1);
+    if (schedule(q, it, add_clamped(now_ms, delay), now_ms) != 0)
+        return -ENOMEM;
+    return delay;
+}
+
+void queue_forget(struct queue *q, const char *key)
+{
+    struct item *it = find(q, key);
+
+    if (it == NULL)
+        return;
+    it->failures = 0;
+    release_if_idle(q, it);
+}
+
+unsigned queue_failures(const struct queue *q, const char *key)
+{
+    const struct item *it = find(q, key);
+
+    return it ? it->failures : 0;
+}
+
+int64_t queue_next_deadline(const struct queue *q)
+{
+    return q->nheap > 0 ? q->heap[0]->due : INT64_MAX;
+}
+
+size_t queue_ready(const struct queue *q)
+{
+    return q->nready;
+}
+
+size_t queue_len(const struct queue *q)
+{
+    return q->nready + q->nheap;
+}
+
+size_t queue_processing(const struct queue *q)
+{
+    return q->nprocessing;
+}

@@ -1,0 +1,50 @@
+/* reconcile: takes pod keys from the queue, asks core for each pod's plan
+ * and carries the writes out through kube, at most `max_active` pods at a
+ * time. A key is done when every write of its plan has an answer: then it
+ * is forgotten (success) or retried with the queue's backoff (script error,
+ * conflict, rejected or failed write). Metrics: controller_runtime_reconcile_*
+ * with controller="pod", controller_runtime_active_workers,
+ * envoy_router_script_errors_total. Main loop only. */
+#ifndef ENVOY_ROUTER_RECONCILE_H
+#define ENVOY_ROUTER_RECONCILE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core.h"
+#include "kube.h"
+#include "queue.h"
+
+struct reconciler;
+
+/* Something a pod's owner should hear about: reason (CamelCase) and message
+ * for the pod of `plan` (a Kubernetes Event, a log line). */
+typedef void (*reconcile_report_fn)(void *arg, const struct core_plan *plan,
+                                    const char *reason, const char *message);
+
+/* New reconciler, paused. NULL when out of memory. */
+struct reconciler *reconciler_new(struct queue *q, struct core *core, struct kube *k,
+                                  unsigned max_active);
+
+/* Frees it and any job still running (their calls must be cancelled first,
+ * e.g. by kube_free); reconciler_free(NULL) does nothing. */
+void reconciler_free(struct reconciler *r);
+
+/* Where problems are reported (default: logged only). */
+void reconciler_set_reporter(struct reconciler *r, reconcile_report_fn fn, void *arg);
+
+/* While paused (caches not synced, not the leader, shutting down) no new
+ * key is taken; jobs already started finish. */
+void reconciler_pause(struct reconciler *r, bool paused);
+
+/* Starts jobs for ready keys while fewer than max_active run. */
+void reconciler_pump(struct reconciler *r, int64_t now_ms);
+
+/* Jobs running now. */
+size_t reconciler_active(const struct reconciler *r);
+
+/* Writes sent since start (for tests and the restart-without-writes check). */
+uint64_t reconciler_writes(const struct reconciler *r);
+
+#endif

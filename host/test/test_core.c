@@ -1,0 +1,316 @@
+/* Tests of core: caches fed from list/watch bodies, and the plans. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "config.h"
+#include "core.h"
+#include "sandbox.h"
+
+static struct config cfg = {
+    .gateway_name = "gw", .gateway_namespace = "", .service_port = 80, .pod_port = 8080,
+    .headless = true,
+};
+
+struct fixture {
+    struct sandbox *sb;
+    struct core *core;
+    char queued[32][128];
+    int n_queued;
+};
+
+static void record(void *arg, const char *key)
+{
+    struct fixture *f = arg;
+    if (f->n_queued < 32)
+        snprintf(f->queued[f->n_queued++], 128, "%s", key);
+}
+
+static int setup(void **state)
+{
+    char err[4096];
+    struct fixture *f = calloc(1, sizeof *f);
+    f->sb = sandbox_new(NULL, &cfg, NULL, err, sizeof err);
+    assert_non_null(f->sb);
+    f->core = core_new(f->sb, record, f, err, sizeof err);
+    if (f->core == NULL)
+        fail_msg("core_new: %s", err);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    core_free(f->core);
+    sandbox_free(f->sb);
+    free(f);
+    return 0;
+}
+
+#define POD(name, ip, ready) \
+    "{\"metadata\":{\"name\":\"" name "\",\"namespace\":\"ns\",\"uid\":\"uid-" name "\"," \
+    "\"resourceVersion\":\"5\",\"labels\":{\"envoy-router/enabled\":\"true\"}," \
+    "\"managedFields\":[{\"manager\":\"kubectl\"}]}," \
+    "\"spec\":{\"nodeName\":\"n1\"},\"status\":{\"podIP\":\"" ip "\"," \
+    "\"conditions\":[{\"type\":\"Ready\",\"status\":\"" ready "\"}]}}"
+
+static void list(struct fixture *f, const char *res, const char *items)
+{
+    char body[16384], err[512], *rv, *cont;
+    snprintf(body, sizeof body,
+             "{\"kind\":\"List\",\"metadata\":{\"resourceVersion\":\"10\"},\"items\":[%s]}", items);
+    assert_int_equal(core_list_begin(f->core, res), 0);
+    assert_int_equal(core_list_page(f->core, res, body, strlen(body), &rv, &cont, err, sizeof err), 0);
+    assert_string_equal(rv, "10");
+    assert_string_equal(cont, "");
+    free(rv);
+    free(cont);
+    assert_int_equal(core_list_end(f->core, res), 0);
+}
+
+static void plan(struct fixture *f, const char *key, struct core_plan *p)
+{
+    char err[4096];
+    if (core_reconcile(f->core, key, p, err, sizeof err) != 0)
+        fail_msg("reconcile: %s", err);
+}
+
+/* Answers every action of the plan as the API server would: the body
+ * echoed back with server fields added. */
+static void answer(struct fixture *f, struct core_plan *p)
+{
+    for (size_t i = 0; i < p->n_actions; i++) {
+        struct core_action *a = &p->actions[i];
+        if (strcmp(a->verb, "delete") == 0) {
+            assert_int_equal(core_result(f->core, a, 200, "{}", 2), CORE_OK);
+            continue;
+        }
+        /* Insert "uid" and "resourceVersion" into metadata. */
+        char body[16384];
+        const char *md = strstr(a->body, "\"metadata\":{");
+        assert_non_null(md);
+        size_t head = (size_t)(md - a->body) + strlen("\"metadata\":{");
+        snprintf(body, sizeof body, "%.*s\"uid\":\"child-%zu\",\"resourceVersion\":\"11\","
+                 "\"managedFields\":[],%s", (int)head, a->body, i, a->body + head);
+        assert_int_equal(core_result(f->core, a, 201, body, strlen(body)), CORE_OK);
+    }
+}
+
+static void test_new_pod_gets_three_creates_then_nothing(void **state)
+{
+    struct fixture *f = *state;
+    struct core_plan p;
+    list(f, "services", "");
+    list(f, "endpointslices", "");
+    list(f, "httproutes", "");
+    list(f, "pods", POD("p1", "10.1.2.3", "True"));
+    assert_int_equal(f->n_queued, 1);
+    assert_string_equal(f->queued[0], "ns/p1");
+
+    plan(f, "ns/p1", &p);
+    assert_null(p.error);
+    assert_int_equal(p.n_actions, 3);
+    int seen = 0;
+    for (size_t i = 0; i < p.n_actions; i++) {
+        struct core_action *a = &p.actions[i];
+        assert_string_equal(a->verb, "create");
+        assert_string_equal(a->method, "POST");
+        /* lua-cjson writes "/" as "\/". */
+        assert_non_null(strstr(a->body, "managed-by\":\"envoy-router\""));
+        assert_non_null(strstr(a->body, "\"uid\":\"uid-p1\""));
+        assert_non_null(strstr(a->body, "\"namespace\":\"ns\""));
+        if (strcmp(a->res, "services") == 0) {
+            assert_string_equal(a->path, "/api/v1/namespaces/ns/services?fieldManager=envoy-router");
+            seen |= 1;
+        } else if (strcmp(a->res, "endpointslices") == 0) {
+            assert_string_equal(a->path, "/apis/discovery.k8s.io/v1/namespaces/ns/endpointslices"
+                                         "?fieldManager=envoy-router");
+            assert_non_null(strstr(a->body, "10.1.2.3"));
+            seen |= 2;
+        } else {
+            assert_string_equal(a->path, "/apis/gateway.networking.k8s.io/v1/namespaces/ns/"
+                                         "httproutes?fieldManager=envoy-router");
+            assert_non_null(strstr(a->body, "\"/p1\""));
+            seen |= 4;
+        }
+    }
+    assert_int_equal(seen, 7);
+    answer(f, &p);
+    core_plan_free(&p);
+
+    /* Observed now contains desired: no write. */
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 0);
+    assert_int_equal(p.n_problems, 0);
+    core_plan_free(&p);
+
+    size_t managed, pods, children;
+    core_stats(f->core, &managed, &pods, &children);
+    assert_int_equal(managed, 1);
+    assert_int_equal(pods, 1);
+    assert_int_equal(children, 3);
+}
+
+static void test_readiness_change_is_one_apply(void **state)
+{
+    struct fixture *f = *state;
+    struct core_plan p;
+    char err[512], *rv;
+    long code;
+    list(f, "pods", POD("p1", "10.1.2.3", "True"));
+    plan(f, "ns/p1", &p);
+    answer(f, &p);
+    core_plan_free(&p);
+
+    const char *ev = "{\"type\":\"MODIFIED\",\"object\":" POD("p1", "10.1.2.3", "False") "}";
+    assert_int_equal(core_watch_event(f->core, "pods", ev, strlen(ev), &rv, &code, err, sizeof err), 0);
+    assert_string_equal(rv, "5");
+    assert_int_equal(code, 0);
+    free(rv);
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 1);
+    assert_string_equal(p.actions[0].verb, "apply");
+    assert_string_equal(p.actions[0].res, "endpointslices");
+    assert_string_equal(p.actions[0].method, "PATCH");
+    assert_string_equal(p.actions[0].content_type, "application/apply-patch+yaml");
+    assert_string_equal(p.actions[0].path, "/apis/discovery.k8s.io/v1/namespaces/ns/"
+                                           "endpointslices/p1?fieldManager=envoy-router&force=true");
+    assert_non_null(strstr(p.actions[0].body, "\"ready\":false"));
+    core_plan_free(&p);
+}
+
+static void test_pod_gone_deletes_children_with_uid(void **state)
+{
+    struct fixture *f = *state;
+    struct core_plan p;
+    char err[512], *rv;
+    long code;
+    list(f, "pods", POD("p1", "10.1.2.3", "True"));
+    plan(f, "ns/p1", &p);
+    answer(f, &p);
+    core_plan_free(&p);
+    const char *ev = "{\"type\":\"DELETED\",\"object\":" POD("p1", "10.1.2.3", "True") "}";
+    assert_int_equal(core_watch_event(f->core, "pods", ev, strlen(ev), &rv, &code, err, sizeof err), 0);
+    free(rv);
+    plan(f, "ns/p1", &p);
+    assert_false(p.has_pod);
+    assert_int_equal(p.n_actions, 3);
+    for (size_t i = 0; i < 3; i++) {
+        assert_string_equal(p.actions[i].verb, "delete");
+        assert_string_equal(p.actions[i].method, "DELETE");
+        assert_non_null(strstr(p.actions[i].body, "\"preconditions\":{\"uid\":\"child-"));
+    }
+    answer(f, &p);
+    core_plan_free(&p);
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 0);
+    core_plan_free(&p);
+}
+
+static void test_child_of_another_pod_is_a_conflict(void **state)
+{
+    struct fixture *f = *state;
+    struct core_plan p;
+    list(f, "services",
+         "{\"metadata\":{\"name\":\"p1\",\"namespace\":\"ns\",\"uid\":\"s1\","
+         "\"labels\":{\"app.kubernetes.io/managed-by\":\"envoy-router\"},"
+         "\"ownerReferences\":[{\"kind\":\"Pod\",\"name\":\"other\",\"uid\":\"u\","
+         "\"controller\":true}]},\"spec\":{}}");
+    list(f, "pods", POD("p1", "10.1.2.3", "True"));
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_problems, 1);
+    assert_string_equal(p.problems[0].reason, "NameConflict");
+    assert_non_null(strstr(p.problems[0].message, "ns/other"));
+    for (size_t i = 0; i < p.n_actions; i++)
+        assert_string_not_equal(p.actions[i].res, "services");
+    core_plan_free(&p);
+}
+
+static void test_relist_drops_missing_and_queues_owner(void **state)
+{
+    struct fixture *f = *state;
+    struct core_plan p;
+    list(f, "pods", POD("p1", "10.1.2.3", "True"));
+    plan(f, "ns/p1", &p);
+    answer(f, &p);
+    core_plan_free(&p);
+    f->n_queued = 0;
+    list(f, "services", "");       /* someone deleted the Service meanwhile */
+    assert_int_equal(f->n_queued, 1);
+    assert_string_equal(f->queued[0], "ns/p1");
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 1);
+    assert_string_equal(p.actions[0].verb, "create");
+    assert_string_equal(p.actions[0].res, "services");
+    core_plan_free(&p);
+}
+
+static void test_watch_error_and_malformed_lines(void **state)
+{
+    struct fixture *f = *state;
+    char err[512], *rv;
+    long code;
+    const char *gone = "{\"type\":\"ERROR\",\"object\":{\"kind\":\"Status\",\"code\":410,"
+                       "\"message\":\"too old resource version\"}}";
+    assert_int_equal(core_watch_event(f->core, "pods", gone, strlen(gone), &rv, &code, err, sizeof err), 0);
+    assert_int_equal(code, 410);
+    assert_null(rv);
+    assert_int_equal(core_watch_event(f->core, "pods", "{\"type\":", 8, &rv, &code, err, sizeof err), -1);
+    assert_int_equal(core_watch_event(f->core, "pods", "{\"type\":\"ADDED\"}", 16, &rv, &code, err,
+                                      sizeof err), -1);
+    const char *bm = "{\"type\":\"BOOKMARK\",\"object\":{\"metadata\":{\"resourceVersion\":\"99\"}}}";
+    assert_int_equal(core_watch_event(f->core, "pods", bm, strlen(bm), &rv, &code, err, sizeof err), 0);
+    assert_string_equal(rv, "99");
+    free(rv);
+}
+
+static void test_conflicting_create_is_classified(void **state)
+{
+    struct fixture *f = *state;
+    struct core_plan p;
+    list(f, "pods", POD("p1", "10.1.2.3", "True"));
+    plan(f, "ns/p1", &p);
+    assert_int_equal(core_result(f->core, &p.actions[0], 409, "{}", 2), CORE_CONFLICT);
+    assert_int_equal(core_result(f->core, &p.actions[0], 422, "{}", 2), CORE_REJECTED);
+    assert_int_equal(core_result(f->core, &p.actions[0], 500, "{}", 2), CORE_RETRY);
+    assert_int_equal(core_result(f->core, &p.actions[0], 0, NULL, 0), CORE_RETRY);
+    core_plan_free(&p);
+}
+
+static void test_render_and_check(void **state)
+{
+    struct fixture *f = *state;
+    char err[4096];
+    const char *pod = POD("name.with.dots", "fd00::1", "True");
+    char *out = core_render(f->core, pod, strlen(pod), err, sizeof err);
+    if (out == NULL)
+        fail_msg("render: %s", err);
+    assert_non_null(strstr(out, "\"addressType\":\"IPv6\""));
+    assert_non_null(strstr(out, "\"value\":\"\\/name.with.dots\"") ? out : strstr(out, "\"/name.with.dots\""));
+    assert_non_null(strstr(out, "\"envoy-router\\/pod\":\"name.with.dots\"") ? out
+                    : strstr(out, "\"envoy-router/pod\":\"name.with.dots\""));
+    free(out);
+    assert_true(core_check(f->core, err, sizeof err) >= 5);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_new_pod_gets_three_creates_then_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_readiness_change_is_one_apply, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pod_gone_deletes_children_with_uid, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_child_of_another_pod_is_a_conflict, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_relist_drops_missing_and_queues_owner, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_watch_error_and_malformed_lines, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_conflicting_create_is_classified, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_render_and_check, setup, teardown),
+    };
+    return cmocka_run_group_tests_name("core", tests, NULL, NULL);
+}

@@ -1,0 +1,234 @@
+/* Tests of the script sandbox: what scripts may and may not do. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "config.h"
+#include "sandbox.h"
+
+static struct config cfg = {
+    .gateway_name = "gw", .gateway_namespace = "", .service_port = 80, .pod_port = 8080,
+    .headless = true,
+};
+
+static char dir[256];
+
+/* Writes router.lua (and optionally another module) into a fresh dir. */
+static const char *scripts(const char *router, const char *modname, const char *mod)
+{
+    snprintf(dir, sizeof dir, "/tmp/er-sandbox-%d-XXXXXX", (int)getpid());
+    assert_non_null(mkdtemp(dir));
+    char path[512];
+    snprintf(path, sizeof path, "%s/router.lua", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(router, f);
+    fclose(f);
+    if (modname) {
+        snprintf(path, sizeof path, "%s/%s", dir, modname);
+        f = fopen(path, "w");
+        assert_non_null(f);
+        fputs(mod, f);
+        fclose(f);
+    }
+    return dir;
+}
+
+#define ROUTER(body) \
+    "return { selector = 'a=b', children = function(pod, config) " body " end }"
+
+/* Calls children() on a small pod; returns the sandbox result code. */
+static int call(struct sandbox *sb, char *msg, size_t len)
+{
+    lua_State *L = luaL_newstate();
+    lua_newtable(L);
+    lua_newtable(L);
+    lua_pushstring(L, "p1");
+    lua_setfield(L, -2, "name");
+    lua_setfield(L, -2, "metadata");
+    int rc = sandbox_children(sb, L, 1, msg, len);
+    if (rc == 1) {
+        assert_true(lua_istable(L, -1));
+    }
+    lua_close(L);
+    return rc;
+}
+
+static void test_builtin_scripts_load(void **state)
+{
+    (void)state;
+    char err[1024];
+    struct sandbox *sb = sandbox_new(NULL, &cfg, NULL, err, sizeof err);
+    assert_non_null(sb);
+    assert_string_equal(sandbox_selector(sb), "envoy-router/enabled=true");
+    assert_string_equal(sandbox_origin(sb), "built-in");
+    sandbox_free(sb);
+}
+
+static void expect_denied(const char *body, const char *needle)
+{
+    char err[4096], msg[4096];
+    struct sandbox *sb = sandbox_new(scripts(body, NULL, NULL), &cfg, NULL, err, sizeof err);
+    assert_non_null(sb);
+    assert_int_equal(call(sb, msg, sizeof msg), -1);
+    if (strstr(msg, needle) == NULL)
+        fail_msg("error '%s' lacks '%s'", msg, needle);
+    sandbox_free(sb);
+}
+
+static void test_io_os_load_debug_denied(void **state)
+{
+    (void)state;
+    expect_denied(ROUTER("return io.open('/etc/passwd')"), "io");
+    expect_denied(ROUTER("return os.getenv('HOME')"), "os");
+    expect_denied(ROUTER("return load('return 1')()"), "load");
+    expect_denied(ROUTER("return debug.getinfo(1)"), "debug");
+    expect_denied(ROUTER("return dofile('/etc/passwd')"), "dofile");
+    expect_denied(ROUTER("return package.loaded"), "package");
+    expect_denied(ROUTER("return math.random()"), "random");
+    expect_denied(ROUTER("return require('../../etc/passwd')"), "invalid module name");
+    expect_denied(ROUTER("return require('host.core')"), "not found");
+}
+
+static void test_binary_chunk_refused(void **state)
+{
+    (void)state;
+    char err[4096];
+    /* A precompiled chunk starts with ESC "Lua". */
+    const char *d = scripts("\x1bLua\x54\x00 garbage", NULL, NULL);
+    assert_null(sandbox_new(d, &cfg, NULL, err, sizeof err));
+    assert_non_null(strstr(err, "binary"));
+}
+
+static void test_endless_loop_stopped(void **state)
+{
+    (void)state;
+    char err[4096], msg[4096];
+    /* pcall inside the script must not swallow the stop. */
+    struct sandbox_limits lim = {.instructions = 1000000};
+    struct sandbox *sb = sandbox_new(
+        scripts(ROUTER("while true do pcall(function() while true do end end) end"), NULL, NULL),
+        &cfg, &lim, err, sizeof err);
+    assert_non_null(sb);
+    assert_int_equal(call(sb, msg, sizeof msg), -1);
+    assert_non_null(strstr(msg, "instruction budget"));
+    /* The VM is still usable afterwards. */
+    assert_int_equal(call(sb, msg, sizeof msg), -1);
+    sandbox_free(sb);
+}
+
+static void test_memory_cap_holds(void **state)
+{
+    (void)state;
+    char err[4096], msg[4096];
+    struct sandbox_limits lim = {.memory_bytes = 8u << 20};
+    struct sandbox *sb = sandbox_new(
+        scripts(ROUTER("local t = {} for i = 1, 1e9 do t[i] = string.rep('x', 1024) .. i end"),
+                NULL, NULL),
+        &cfg, &lim, err, sizeof err);
+    assert_non_null(sb);
+    assert_int_equal(call(sb, msg, sizeof msg), -1);
+    assert_non_null(strstr(msg, "memory"));
+    assert_true(sandbox_memory(sb) <= lim.memory_bytes);
+    sandbox_free(sb);
+}
+
+static void test_syntax_error_names_file_and_line(void **state)
+{
+    (void)state;
+    char err[4096];
+    const char *d = scripts("return {\n selector = 'a=b',\n children = function( end }", NULL, NULL);
+    assert_null(sandbox_new(d, &cfg, NULL, err, sizeof err));
+    assert_non_null(strstr(err, "router.lua:3:"));
+}
+
+static void test_shape_checked(void **state)
+{
+    (void)state;
+    char err[4096];
+    assert_null(sandbox_new(scripts("return { children = function() end }", NULL, NULL), &cfg,
+                            NULL, err, sizeof err));
+    assert_non_null(strstr(err, "selector"));
+    assert_null(sandbox_new(scripts("return { selector = 'a=b' }", NULL, NULL), &cfg, NULL,
+                            err, sizeof err));
+    assert_non_null(strstr(err, "children"));
+}
+
+static void test_require_flat_and_builtin_fallback(void **state)
+{
+    (void)state;
+    char err[4096], msg[4096];
+    /* templates.x comes from the flat file "templates.x.lua" (ConfigMap
+     * style); lib.names falls back to the built-in module. */
+    const char *d = scripts(ROUTER("local x = require('templates.x') "
+                                   "local names = require('lib.names') "
+                                   "assert(type(names) == 'table') "
+                                   "return {}, x"),
+                            "templates.x.lua", "return 'flat'");
+    struct sandbox *sb = sandbox_new(d, &cfg, NULL, err, sizeof err);
+    assert_non_null(sb);
+    assert_int_equal(call(sb, msg, sizeof msg), 1);
+    sandbox_free(sb);
+}
+
+static void test_not_for_us_and_bad_result(void **state)
+{
+    (void)state;
+    char err[4096], msg[4096];
+    struct sandbox *sb = sandbox_new(scripts(ROUTER("return nil, 'no IP yet'"), NULL, NULL), &cfg,
+                                     NULL, err, sizeof err);
+    assert_non_null(sb);
+    assert_int_equal(call(sb, msg, sizeof msg), 0);
+    assert_string_equal(msg, "no IP yet");
+    sandbox_free(sb);
+    sb = sandbox_new(scripts(ROUTER("return 42"), NULL, NULL), &cfg, NULL, err, sizeof err);
+    assert_non_null(sb);
+    assert_int_equal(call(sb, msg, sizeof msg), -1);
+    assert_non_null(strstr(msg, "returned a number"));
+    sandbox_free(sb);
+}
+
+static void test_config_reaches_scripts_fresh_each_call(void **state)
+{
+    (void)state;
+    char err[4096], msg[4096];
+    struct sandbox *sb = sandbox_new(
+        scripts(ROUTER("assert(config.gatewayName == 'gw', 'gw') "
+                       "assert(math.type(config.servicePort) == 'integer' and config.servicePort == 80) "
+                       "assert(config.podPort == 8080 and config.headless == true) "
+                       "assert(config.seen == nil, 'config leaked between calls') "
+                       "config.seen = true return {}"),
+                NULL, NULL),
+        &cfg, NULL, err, sizeof err);
+    assert_non_null(sb);
+    assert_int_equal(call(sb, msg, sizeof msg), 1);
+    assert_int_equal(call(sb, msg, sizeof msg), 1);
+    sandbox_free(sb);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_builtin_scripts_load),
+        cmocka_unit_test(test_io_os_load_debug_denied),
+        cmocka_unit_test(test_binary_chunk_refused),
+        cmocka_unit_test(test_endless_loop_stopped),
+        cmocka_unit_test(test_memory_cap_holds),
+        cmocka_unit_test(test_syntax_error_names_file_and_line),
+        cmocka_unit_test(test_shape_checked),
+        cmocka_unit_test(test_require_flat_and_builtin_fallback),
+        cmocka_unit_test(test_not_for_us_and_bad_result),
+        cmocka_unit_test(test_config_reaches_scripts_fresh_each_call),
+    };
+    return cmocka_run_group_tests_name("sandbox", tests, NULL, NULL);
+}

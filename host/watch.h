@@ -1,0 +1,42 @@
+/* watch: keeps one resource's cache in step with the API server (an
+ * informer): list (paged), then watch from the list's resourceVersion with
+ * bookmarks; on 410 Gone (status or ERROR event) or a malformed event,
+ * relist; on a dropped or failed stream, resume from the last
+ * resourceVersion after a jittered backoff, so no event is lost. Objects go
+ * to core (core_list_* / core_watch_event), which queues the pods they
+ * concern. Main loop only. */
+#ifndef ENVOY_ROUTER_WATCH_H
+#define ENVOY_ROUTER_WATCH_H
+
+#include <stdbool.h>
+
+#include "core.h"
+#include "kube.h"
+#include "timers.h"
+
+struct watch;
+
+/* New idle watch of `res` (core's name: "pods", "services", ...) of
+ * resource r in namespace ns ("" = all) with label selector `selector`.
+ * Strings are copied. NULL when out of memory. */
+struct watch *watch_new(struct kube *k, struct timers *t, struct core *core,
+                        const char *res, const struct kube_resource *r,
+                        const char *ns, const char *selector);
+
+/* Cancels its call and timer and frees; watch_free(NULL) does nothing. */
+void watch_free(struct watch *w);
+
+/* Starts with a list (or restarts with a relist if running). */
+void watch_start(struct watch *w);
+
+/* True once a list has completed since watch_start. */
+bool watch_synced(const struct watch *w);
+
+/* Changes the label selector; if different, relists with it. Returns 0 or
+ * -ENOMEM. */
+int watch_set_selector(struct watch *w, const char *selector);
+
+/* The resource name given to watch_new. */
+const char *watch_resource(const struct watch *w);
+
+#endif

@@ -1,0 +1,46 @@
+# Tooling and the test control plane: Debian packages, the programs built from
+# the Go module proxy (tools/build.sh), a loopback cluster (tools/cluster.sh)
+# and its smoke test.
+
+DEB_PKGS := liblua5.4-dev lua5.4 lua-cjson-dev lua-cjson libcurl4-openssl-dev \
+            libmicrohttpd-dev libyaml-dev libcmocka-dev lua-busted lua-check \
+            pkg-config openssl valgrind
+
+# What tools/cluster.sh needs; built only when missing (a dangling link into
+# the per-user cache counts as missing).
+CLUSTER_TOOLS := .cache/bin/etcd .cache/bin/kube-apiserver \
+                 .cache/bin/kube-controller-manager .cache/bin/kubectl \
+                 .cache/src/gateway-api/config/crd/standard
+
+.PHONY: deps
+deps: ## Install missing Debian packages (apt-get; sudo when not root)
+	@missing=; \
+	for p in $(DEB_PKGS); do \
+	  [[ $$(dpkg-query -W -f='$${db:Status-Status}' $$p 2>/dev/null) == installed ]] || missing+=" $$p"; \
+	done; \
+	if [[ -z $$missing ]]; then echo "deps: all $(words $(DEB_PKGS)) packages installed"; exit 0; fi; \
+	sudo=; [[ $$(id -u) -eq 0 ]] || sudo=sudo; \
+	apt="$$sudo env DEBIAN_FRONTEND=noninteractive apt-get"; \
+	echo "deps: installing$$missing"; \
+	$$apt install -y --no-install-recommends $$missing || \
+	  { echo "deps: install failed; updating the package lists and retrying"; \
+	    $$apt update && $$apt install -y --no-install-recommends $$missing; }
+
+.PHONY: tools
+tools: deps ## Build etcd, kube-*, kubectl, helm, helm-unittest, actionlint; link CRD sources (cached per user)
+	tools/build.sh
+
+$(CLUSTER_TOOLS) &:
+	tools/build.sh crds etcd kube
+
+.PHONY: cluster-up
+cluster-up: | $(CLUSTER_TOOLS) ## Start (or reuse) the loopback test cluster; state in .cache/cluster
+	@tools/cluster.sh up
+
+.PHONY: cluster-down
+cluster-down: ## Stop the test cluster and remove its state
+	@tools/cluster.sh down
+
+.PHONY: test-smoke
+test-smoke: | $(CLUSTER_TOOLS) ## Smoke test of the test cluster (starts or reuses it)
+	@tools/run-suite.sh smoke spec/e2e/smoke.sh
