@@ -25,6 +25,9 @@ endif
 IMAGE_REPO ?= ghcr.io/envoy-router/envoy-router
 IMAGE_TAG  ?= dev
 
+# Tooling, cluster and chart targets (they define CLUSTER_TOOLS, used below).
+include mk/*.mk
+
 # --- the binary ------------------------------------------------------------
 # Every host/*.c is a module; main.c is the only one not linked into tests.
 # host/*.lua and the default scripts/templates are compiled in (embedded.c).
@@ -69,11 +72,42 @@ test-c: $(TEST_BIN) ## C unit tests (cmocka)
 test-lua: ## Lua specs of the scripts and templates (busted, offline)
 	@tools/run-suite.sh lua busted --lua=lua5.4 spec/unit
 
-include mk/*.mk
+# --- end-to-end specs against the loopback control plane -------------------
+# busted specs in spec/e2e start (or reuse) the cluster, run the built binary
+# out of cluster, and create pods whose status they set as a kubelet would.
+E2E_BIN ?= $(BIN)
+
+.PHONY: test-e2e
+test-e2e: $(BIN) | $(CLUSTER_TOOLS) ## End-to-end specs of the operator (real API server)
+	@ENVOY_ROUTER_BIN=$(abspath $(E2E_BIN)) tools/run-suite.sh e2e \
+	  busted --lua=lua5.4 -o TAP spec/e2e
+
+# --- the two commands of the README ---------------------------------------
+# Every suite runs even when an earlier one fails; the last line sums them.
+SUITES ?= test-c test-lua test-smoke test-e2e
+
+.PHONY: test
+test: deps ## Run every test suite (installs packages and tools when missing)
+	@rm -f build/test-results.txt; failed=0; \
+	$(MAKE) --no-print-directory build $(CLUSTER_TOOLS) || failed=1; \
+	for s in $(SUITES); do $(MAKE) --no-print-directory $$s || failed=1; done; \
+	tools/test-summary.sh build/test-results.txt || failed=1; exit $$failed
+
+.PHONY: check
+check: deps ## C tests and end-to-end specs under ASan and UBSan
+	@rm -f build/test-results.txt; failed=0; \
+	export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1; \
+	$(MAKE) --no-print-directory SAN=1 test-c || failed=1; \
+	$(MAKE) --no-print-directory SAN=1 test-e2e || failed=1; \
+	tools/test-summary.sh build/test-results.txt || failed=1; exit $$failed
+
+.PHONY: demo
+demo: $(BIN) | $(CLUSTER_TOOLS) ## Local control plane + operator + three labelled pods: show the routes
+	@tools/demo.sh
 
 .PHONY: help
 help:
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
 .PHONY: clean
 clean:

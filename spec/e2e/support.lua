@@ -1,0 +1,274 @@
+-- spec/e2e/support.lua: what the end-to-end specs share.
+--
+-- The specs run against the loopback control plane of tools/cluster.sh
+-- (started or reused here) and the envoy-router binary named by
+-- $ENVOY_ROUTER_BIN (default build/envoy-router), run out of cluster with the
+-- admin kubeconfig. No kubelet runs: specs create pods through the API and set
+-- their status through the status subresource, as a kubelet would.
+--
+--   local S = require("spec.e2e.support")
+--   local ns = S.namespace("e2e-basic")          -- fresh namespace
+--   S.pod(ns, "p1")                              -- labelled pod, Pending
+--   S.pod_status(ns, "p1", { ip = "10.0.0.1", ready = true })
+--   local op = S.operator({ "--watch-namespace", ns })
+--   S.eventually(function() return S.get(ns, "endpointslice", "p1") end)
+--   op:stop()
+
+local cjson = require("cjson")
+local system = require("system")
+
+local S = {}
+
+local root = os.getenv("ENVOY_ROUTER_ROOT") or "."
+S.bin = os.getenv("ENVOY_ROUTER_BIN") or (root .. "/build/envoy-router")
+S.kubectl_bin = root .. "/.cache/bin/kubectl"
+
+local function sh_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+S.quote = sh_quote
+
+-- Runs a shell command; returns stdout, ok, combined output on failure.
+function S.sh(cmd, input)
+  local tmp_in
+  if input then
+    tmp_in = os.tmpname()
+    local f = assert(io.open(tmp_in, "w"))
+    f:write(input)
+    f:close()
+    cmd = cmd .. " < " .. tmp_in
+  end
+  local tmp_err = os.tmpname()
+  local p = assert(io.popen(cmd .. " 2>" .. tmp_err, "r"))
+  local out = p:read("a")
+  local ok = p:close()
+  local f = io.open(tmp_err, "r")
+  local err = f and f:read("a") or ""
+  if f then f:close() end
+  os.remove(tmp_err)
+  if tmp_in then os.remove(tmp_in) end
+  return out, ok, err
+end
+
+-- The cluster: started or reused once per process.
+local kubeconfig
+function S.kubeconfig()
+  if not kubeconfig then
+    local out, ok, err = S.sh(root .. "/tools/cluster.sh up")
+    assert(ok, "tools/cluster.sh up failed: " .. err)
+    kubeconfig = out:match("export KUBECONFIG=(%S+)")
+    assert(kubeconfig, "no KUBECONFIG in: " .. out)
+  end
+  return kubeconfig
+end
+
+-- kubectl with the admin kubeconfig. Returns stdout, ok, stderr.
+function S.kubectl(args, input)
+  return S.sh("KUBECONFIG=" .. sh_quote(S.kubeconfig()) .. " " .. S.kubectl_bin .. " " .. args,
+    input)
+end
+
+-- kubectl that must succeed.
+function S.must(args, input)
+  local out, ok, err = S.kubectl(args, input)
+  assert(ok, "kubectl " .. args .. " failed: " .. err)
+  return out
+end
+
+-- Applies one object given as a Lua table (server-side, as a client would).
+function S.apply(obj)
+  return S.must("apply --server-side --force-conflicts -f -", cjson.encode(obj))
+end
+
+-- The object as a table, or nil when it does not exist.
+function S.get(ns, kind, name)
+  local out, ok = S.kubectl(string.format("get %s %s -n %s -o json", kind, sh_quote(name), ns))
+  if not ok then return nil end
+  return cjson.decode(out)
+end
+
+-- Items of a list.
+function S.list(ns, kind, selector)
+  local args = string.format("get %s -n %s -o json", kind, ns)
+  if selector then args = args .. " -l " .. sh_quote(selector) end
+  return cjson.decode(S.must(args)).items
+end
+
+-- A fresh, empty namespace (deleted first if a previous run left it).
+function S.namespace(name)
+  S.kubectl("delete namespace " .. name .. " --wait=true --timeout=60s")
+  S.must("create namespace " .. name)
+  return name
+end
+
+-- Creates a pod (no kubelet: it stays Pending). opts: labels (table,
+-- default the envoy-router label), name overrides.
+function S.pod(ns, name, opts)
+  opts = opts or {}
+  local labels = opts.labels or { ["envoy-router/enabled"] = "true" }
+  S.apply({
+    apiVersion = "v1", kind = "Pod",
+    metadata = { name = name, namespace = ns, labels = labels },
+    spec = { containers = { { name = "app", image = "example.invalid/app:1" } },
+             nodeName = opts.node },
+  })
+  return S.get(ns, "pod", name)
+end
+
+-- Sets a pod's status as a kubelet would: st.ip, st.ready (boolean).
+function S.pod_status(ns, name, st)
+  local status = {
+    phase = "Running",
+    conditions = { { type = "Ready", status = st.ready == false and "False" or "True" } },
+  }
+  if st.ip then
+    status.podIP = st.ip
+    status.podIPs = { { ip = st.ip } }
+  end
+  return S.must(string.format("patch pod %s -n %s --subresource=status --type=merge -p %s",
+    sh_quote(name), ns, sh_quote(cjson.encode({ status = status }))))
+end
+
+function S.sleep(seconds) system.sleep(seconds) end
+function S.now() return system.monotime() end
+
+-- Calls fn until it returns a truthy value without raising; returns that
+-- value. Raises the last error (or a timeout message) after `timeout` s.
+function S.eventually(fn, timeout, what)
+  local deadline = S.now() + (timeout or 10)
+  local last
+  repeat
+    local ok, v = pcall(fn)
+    if ok and v then return v end
+    last = ok and ("condition still false: " .. (what or "")) or v
+    S.sleep(0.05)
+  until S.now() > deadline
+  error(last, 2)
+end
+
+-- Asserts fn stays falsy (or raises nothing truthy) for `seconds`.
+function S.never(fn, seconds, what)
+  local deadline = S.now() + (seconds or 1)
+  repeat
+    local ok, v = pcall(fn)
+    if ok and v then error("unexpectedly true: " .. (what or ""), 2) end
+    S.sleep(0.05)
+  until S.now() > deadline
+end
+
+-- Operator processes ------------------------------------------------------
+
+local Operator = {}
+Operator.__index = Operator
+
+-- Starts the binary with `args` (a list) and env (table of extra variables).
+-- Metrics and health bind to free ports (port 0), read back from the log.
+function S.operator(args, env)
+  local log = os.tmpname()
+  local parts = { "exec", "env" }
+  for k, v in pairs(env or {}) do parts[#parts + 1] = k .. "=" .. sh_quote(v) end
+  parts[#parts + 1] = sh_quote(S.bin)
+  local has = {}
+  for _, a in ipairs(args or {}) do has[a:match("^(%-%-[%w-]+)") or a] = true end
+  if not has["--kubeconfig"] then
+    parts[#parts + 1] = "--kubeconfig " .. sh_quote(S.kubeconfig())
+  end
+  if not has["--metrics-bind-address"] then parts[#parts + 1] = "--metrics-bind-address 127.0.0.1:0" end
+  if not has["--health-probe-bind-address"] then
+    parts[#parts + 1] = "--health-probe-bind-address 127.0.0.1:0"
+  end
+  for _, a in ipairs(args or {}) do parts[#parts + 1] = sh_quote(a) end
+  local cmd = table.concat(parts, " ")
+  local pid = S.sh("(" .. cmd .. " >" .. log .. " 2>&1 & echo $!)"):match("%d+")
+  local op = setmetatable({ pid = tonumber(pid), log = log, cmd = cmd }, Operator)
+  op.metrics_port = tonumber(S.eventually(function()
+    return op:log_text():match("endpoints=metrics address=%S+ port=(%d+)")
+      or op:log_text():match("endpoints=metrics,health address=%S+ port=(%d+)")
+  end, 10, "operator serving metrics; log: " .. log))
+  op.health_port = tonumber(op:log_text():match("endpoints=health address=%S+ port=(%d+)"))
+    or op.metrics_port
+  return op
+end
+
+function Operator:log_text()
+  local f = io.open(self.log, "r")
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+function Operator:alive()
+  local _, ok = S.sh("kill -0 " .. self.pid)
+  return ok
+end
+
+-- Sends a signal (default TERM) and waits up to `timeout` s for the exit.
+-- Returns true when it exited in time.
+function Operator:stop(signal, timeout)
+  if not self:alive() then return true end
+  S.sh("kill -" .. (signal or "TERM") .. " " .. self.pid)
+  local deadline = S.now() + (timeout or 15)
+  while S.now() < deadline do
+    if not self:alive() then return true end
+    S.sleep(0.05)
+  end
+  S.sh("kill -KILL " .. self.pid)
+  return false
+end
+
+-- GET on the health/metrics server: body, HTTP status.
+function Operator:http(port, path)
+  local out = S.sh(string.format("curl -s -w '\\n%%{http_code}' http://127.0.0.1:%d%s", port, path))
+  local body, code = out:match("^(.*)\n(%d+)$")
+  return body or "", tonumber(code)
+end
+
+-- Parsed /metrics: { ["name{labels}"] = value }, with labels as printed.
+function Operator:metrics()
+  local body = self:http(self.metrics_port, "/metrics")
+  local m = {}
+  for line in body:gmatch("[^\n]+") do
+    if line:sub(1, 1) ~= "#" then
+      local k, v = line:match("^(%S+)%s+(%S+)$")
+      if k then m[k] = tonumber(v) end
+    end
+  end
+  return m
+end
+
+-- Sum of every series of `name` whose labels contain all of `want`
+-- ({ method = "POST" }).
+function Operator:metric(name, want)
+  local total = 0
+  for k, v in pairs(self:metrics()) do
+    local n, labels = k:match("^([^{]+){?(.-)}?$")
+    if n == name then
+      local ok = true
+      for lk, lv in pairs(want or {}) do
+        if not labels:find(lk .. '="' .. lv .. '"', 1, true) then ok = false end
+      end
+      if ok then total = total + v end
+    end
+  end
+  return total
+end
+
+-- Write requests (POST, PATCH, PUT, DELETE) the operator has sent.
+function Operator:writes()
+  local n = 0
+  for _, m in ipairs({ "POST", "PATCH", "PUT", "DELETE" }) do
+    n = n + self:metric("rest_client_requests_total", { method = m })
+  end
+  return n
+end
+
+-- Waits until /readyz answers 200 (caches synced).
+function Operator:wait_ready(timeout)
+  S.eventually(function()
+    local _, code = self:http(self.health_port, "/readyz")
+    return code == 200
+  end, timeout or 15, "operator ready; log: " .. self.log)
+end
+
+return S
