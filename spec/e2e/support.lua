@@ -41,7 +41,7 @@ function S.sh(cmd, input)
   local tmp_err = os.tmpname()
   local p = assert(io.popen(cmd .. " 2>" .. tmp_err, "r"))
   local out = p:read("a")
-  local ok = p:close()
+  local ok = p:close() == true
   local f = io.open(tmp_err, "r")
   local err = f and f:read("a") or ""
   if f then f:close() end

@@ -1,0 +1,155 @@
+-- `envoy-router render` and `envoy-router check`: what users run in CI to
+-- test their scripts without a cluster (no API server is needed here).
+local cjson = require("cjson")
+local S = require("spec.e2e.support")
+
+local function run(args)
+  local out, ok, err = S.sh(S.quote(S.bin) .. " " .. args)
+  return out, ok, err
+end
+
+local function tmpdir(files)
+  local dir = S.sh("mktemp -d"):gsub("%s+$", "")
+  for name, text in pairs(files or {}) do
+    local f = assert(io.open(dir .. "/" .. name, "w"))
+    f:write(text)
+    f:close()
+  end
+  return dir
+end
+
+local POD_YAML = [[
+apiVersion: v1
+kind: Pod
+metadata:
+  name: notebook-7
+  namespace: team-a
+  uid: 6f1c1f3e-0000-4000-8000-000000000007
+  labels:
+    envoy-router/enabled: "true"
+spec:
+  nodeName: node-3
+  containers:
+  - name: app
+    image: example/app
+    ports:
+    - containerPort: 8080
+status:
+  phase: Running
+  podIP: 10.1.2.7
+  podIPs:
+  - ip: 10.1.2.7
+  conditions:
+  - type: Ready
+    status: "True"
+]]
+
+describe("envoy-router render", function()
+  local dir
+  before_each(function() dir = tmpdir({ ["pod.yaml"] = POD_YAML }) end)
+  after_each(function() S.sh("rm -rf " .. S.quote(dir)) end)
+
+  it("prints the stamped children of a YAML pod", function()
+    local out, ok, err = run("render --pod " .. S.quote(dir .. "/pod.yaml"))
+    assert.is_true(ok, err)
+    local children = cjson.decode(out)
+    assert.are.equal(3, #children)
+    local by_kind = {}
+    for _, c in ipairs(children) do by_kind[c.kind] = c end
+    local svc, es, route = by_kind.Service, by_kind.EndpointSlice, by_kind.HTTPRoute
+    assert.are.equal("notebook-7", svc.metadata.name)
+    assert.are.equal("team-a", svc.metadata.namespace)
+    assert.are.equal("envoy-router", svc.metadata.labels["app.kubernetes.io/managed-by"])
+    assert.are.equal("notebook-7", svc.metadata.labels["envoy-router/pod"])
+    local ref = svc.metadata.ownerReferences[1]
+    assert.are.same({ apiVersion = "v1", kind = "Pod", name = "notebook-7",
+      uid = "6f1c1f3e-0000-4000-8000-000000000007", controller = true,
+      blockOwnerDeletion = false }, ref)
+    assert.are.equal("10.1.2.7", es.endpoints[1].addresses[1])
+    assert.are.equal("node-3", es.endpoints[1].nodeName)
+    assert.are.equal("/notebook-7", route.spec.rules[1].matches[1].path.value)
+  end)
+
+  it("takes JSON pods and the config flags", function()
+    local yaml_out = run("render --pod " .. S.quote(dir .. "/pod.yaml"))
+    local pod = {
+      metadata = { name = "p", namespace = "n", uid = "u" },
+      status = { podIP = "fd00::9", conditions = { { type = "Ready", status = "False" } } },
+    }
+    local f = assert(io.open(dir .. "/pod.json", "w"))
+    f:write(cjson.encode(pod))
+    f:close()
+    local out, ok, err = run("render --pod " .. S.quote(dir .. "/pod.json")
+      .. " --service-port 8000 --pod-port 9000 --gateway-name gw2")
+    assert.is_true(ok, err)
+    assert.truthy(yaml_out:find("notebook-7", 1, true))
+    local by_kind = {}
+    for _, c in ipairs(cjson.decode(out)) do by_kind[c.kind] = c end
+    assert.are.equal(8000, by_kind.Service.spec.ports[1].port)
+    assert.are.equal(9000, by_kind.Service.spec.ports[1].targetPort)
+    assert.are.equal(9000, by_kind.EndpointSlice.ports[1].port)
+    assert.are.equal("IPv6", by_kind.EndpointSlice.addressType)
+    assert.is_false(by_kind.EndpointSlice.endpoints[1].conditions.ready)
+    assert.are.equal("gw2", by_kind.HTTPRoute.spec.parentRefs[1].name)
+  end)
+
+  it("fails clearly on a missing or malformed pod file", function()
+    local _, ok, err = run("render --pod /nonexistent.yaml")
+    assert.is_false(ok)
+    assert.truthy(err:find("cannot read /nonexistent.yaml", 1, true), err)
+    local bad = tmpdir({ ["bad.yaml"] = "metadata:\n  name: [unclosed\n" })
+    _, ok, err = run("render --pod " .. S.quote(bad .. "/bad.yaml"))
+    assert.is_false(ok)
+    assert.truthy(err:find("line", 1, true), err)
+    S.sh("rm -rf " .. S.quote(bad))
+    _, ok = run("render")
+    assert.is_false(ok)
+  end)
+
+  it("uses a scripts dir and reports its errors with file and line", function()
+    local scripts = tmpdir({ ["router.lua"] = "return {\n selector = 'a=b',\n children = function(pod)\n"
+      .. "  error('no route for ' .. pod.metadata.name)\n end }" })
+    local _, ok, err = run("render --pod " .. S.quote(dir .. "/pod.yaml") .. " --scripts-dir " .. S.quote(scripts))
+    assert.is_false(ok)
+    assert.truthy(err:find("router.lua:4: no route for notebook-7", 1, true), err)
+    S.sh("rm -rf " .. S.quote(scripts))
+  end)
+end)
+
+describe("envoy-router check", function()
+  it("passes on the built-in scripts", function()
+    local out, ok, err = run("check")
+    assert.is_true(ok, err)
+    assert.truthy(out:find("ok: scripts from built-in", 1, true), out)
+  end)
+
+  it("passes on a scripts dir that wraps a default template", function()
+    local scripts = tmpdir({ ["templates.service.lua"] = [[
+local default = require("builtin.templates.service")
+return function(pod, cfg, names)
+  local svc = default(pod, cfg, names)
+  svc.metadata.annotations = { team = "a" }
+  return svc
+end]] })
+    local out, ok, err = run("check --scripts-dir " .. S.quote(scripts))
+    assert.is_true(ok, err)
+    assert.truthy(out:find("fixture pods rendered", 1, true))
+    S.sh("rm -rf " .. S.quote(scripts))
+  end)
+
+  local bad = {
+    { "a syntax error", "return {", "router.lua:1:" },
+    { "a missing selector", "return { children = function() return {} end }", "selector" },
+    { "an invalid child", "return { selector = 'a=b', children = function() return { { apiVersion = 'v1', kind = 'Secret', metadata = { name = 'x' } } } end }", "Secret" },
+    { "an endless loop", "return { selector = 'a=b', children = function() while true do end end }", "instruction budget" },
+  }
+  for _, case in ipairs(bad) do
+    it("fails with a clear message on " .. case[1], function()
+      local scripts = tmpdir({ ["router.lua"] = case[2] })
+      local _, ok, err = run("check --scripts-dir " .. S.quote(scripts))
+      assert.is_false(ok)
+      assert.truthy(err:find(case[3], 1, true), err)
+      S.sh("rm -rf " .. S.quote(scripts))
+    end)
+  end
+end)
