@@ -140,8 +140,10 @@ end]] })
   local bad = {
     { "a syntax error", "return {", "router.lua:1:" },
     { "a missing selector", "return { children = function() return {} end }", "selector" },
-    { "an invalid child", "return { selector = 'a=b', children = function() return { { apiVersion = 'v1', kind = 'Secret', metadata = { name = 'x' } } } end }", "Secret" },
-    { "an endless loop", "return { selector = 'a=b', children = function() while true do end end }", "instruction budget" },
+    { "an invalid child", "return { selector = 'a=b', children = function() return "
+      .. "{ { apiVersion = 'v1', kind = 'Secret', metadata = { name = 'x' } } } end }", "Secret" },
+    { "an endless loop", "return { selector = 'a=b', children = function() while true do end end }",
+      "instruction budget" },
   }
   for _, case in ipairs(bad) do
     it("fails with a clear message on " .. case[1], function()

@@ -218,7 +218,7 @@ function Operator:stop(signal, timeout)
 end
 
 -- GET on the health/metrics server: body, HTTP status.
-function Operator:http(port, path)
+function Operator.http(_, port, path)
   local out = S.sh(string.format("curl -s -w '\\n%%{http_code}' http://127.0.0.1:%d%s", port, path))
   local body, code = out:match("^(.*)\n(%d+)$")
   return body or "", tonumber(code)
