@@ -67,10 +67,37 @@ $(BUILD)/test/%: host/test/%.c $(HOST_OBJ) $(wildcard host/test/*.h) | $(BUILD)/
 test-c: $(TEST_BIN) ## C unit tests (cmocka)
 	@tools/run-suite.sh c --each $(TEST_BIN)
 
+VALGRIND := valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite,indirect \
+            --error-exitcode=9
+
+.PHONY: test-valgrind
+test-valgrind: $(TEST_BIN) ## C unit tests under valgrind (memcheck, leaks)
+	@SUITE_WRAPPER="$(VALGRIND)" tools/run-suite.sh valgrind --each $(TEST_BIN)
+
+# --- fuzzing ----------------------------------------------------------------
+# host/fuzz/fuzz_<x>.c: libFuzzer targets that also build with cc as a corpus
+# replayer with seeded mutations (no clang here). Run under ASan and UBSan.
+FUZZ_MUTATIONS ?= 3000
+
+$(BUILD)/fuzz_lines: host/fuzz/fuzz_lines.c host/lines.c host/lines.h | $(BUILD)/obj
+	$(CC) -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=address,undefined \
+	  -fno-sanitize-recover=all -Ihost -o $@ host/fuzz/fuzz_lines.c host/lines.c
+
+.PHONY: test-fuzz
+test-fuzz: $(BUILD)/fuzz_lines ## Fuzz the watch stream framing (corpus + mutations, ASan/UBSan)
+	@tools/run-suite.sh fuzz $(BUILD)/fuzz_lines --mutate=$(FUZZ_MUTATIONS) host/fuzz/corpus/lines/*
+
 # --- Lua specs (busted) ----------------------------------------------------
 .PHONY: test-lua
-test-lua: ## Lua specs of the scripts and templates (busted, offline)
-	@tools/run-suite.sh lua busted --lua=lua5.4 spec/unit
+test-lua: ## Lua specs of the scripts and templates (busted, offline), and luacheck
+	@tools/run-suite.sh lua bash -c 'if luacheck -q --no-color scripts templates spec host/*.lua; \
+	  then echo "ok - luacheck"; else echo "not ok - luacheck"; fi; busted --lua=lua5.4 spec/unit'
+
+.PHONY: lint-lua
+lint-lua: ## luacheck over scripts, templates, specs and the host's Lua
+	luacheck scripts templates spec host/*.lua
+
+lint: lint-lua
 
 # --- end-to-end specs against the loopback control plane -------------------
 # busted specs in spec/e2e start (or reuse) the cluster, run the built binary
@@ -84,7 +111,7 @@ test-e2e: $(BIN) | $(CLUSTER_TOOLS) ## End-to-end specs of the operator (real AP
 
 # --- the two commands of the README ---------------------------------------
 # Every suite runs even when an earlier one fails; the last line sums them.
-SUITES ?= test-c test-lua test-smoke test-e2e
+SUITES ?= test-c test-fuzz test-lua test-smoke test-e2e test-helm test-runtime
 
 .PHONY: test
 test: deps ## Run every test suite (installs packages and tools when missing)
@@ -94,11 +121,12 @@ test: deps ## Run every test suite (installs packages and tools when missing)
 	tools/test-summary.sh build/test-results.txt || failed=1; exit $$failed
 
 .PHONY: check
-check: deps ## C tests and end-to-end specs under ASan and UBSan
+check: deps ## C tests and end-to-end specs under ASan and UBSan; C tests under valgrind
 	@rm -f build/test-results.txt; failed=0; \
 	export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1; \
 	$(MAKE) --no-print-directory SAN=1 test-c || failed=1; \
 	$(MAKE) --no-print-directory SAN=1 test-e2e || failed=1; \
+	$(MAKE) --no-print-directory test-valgrind || failed=1; \
 	tools/test-summary.sh build/test-results.txt || failed=1; exit $$failed
 
 .PHONY: demo

@@ -53,11 +53,11 @@ int core_watch_event(struct core *c, const char *res, const char *line, size_t l
 
 /* One write of a plan. */
 struct core_action {
-    char *verb;          /* "create", "apply" or "delete" */
+    char *verb;          /* "create", "apply", "replace" (after a refused apply) or "delete" */
     char *res;           /* "services", "endpointslices", "httproutes" */
     char *key;           /* object key "namespace/name" */
     char *kind;          /* "Service", ... */
-    char *method;        /* "POST", "PATCH", "DELETE" */
+    char *method;        /* "POST", "PATCH", "PUT", "DELETE" */
     char *path;          /* with query */
     char *content_type;
     char *body;

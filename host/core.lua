@@ -49,6 +49,15 @@ local store = {}       -- res -> object key -> observed child
 local owner_of = {}    -- res -> object key -> owning pod key
 local owned = {}       -- pod key -> { ["res\0objkey"] = true }
 local seen = {}        -- res -> object key -> list generation that saw it
+-- "res\0objkey" -> true: a create of that name met an object that is not
+-- ours (409). Until a create of it succeeds, its pod gets no children at
+-- all: an EndpointSlice or HTTPRoute beside someone else's Service would
+-- feed the pod into that Service.
+local taken = {}
+-- "res\0objkey" -> true: server-side apply was refused (422), e.g. a hand
+-- edit left a Service port entry that another field manager owns, which
+-- apply cannot remove. The next write of that child is a full update.
+local replace_next = {}
 local generation = {}  -- res -> current list generation
 for res in pairs(RESOURCES) do
   store[res], owner_of[res], seen[res] = {}, {}, {}
@@ -330,6 +339,11 @@ local function action(verb, r, okey, obj, uid)
     a.path = host.path(r.apiVersion, r.kind, ns, nil) .. "?fieldManager=" .. MANAGER
     a.body = encode(obj)
     a.content_type = "application/json"
+  elseif verb == "replace" then
+    a.method = "PUT"
+    a.path = host.path(r.apiVersion, r.kind, ns, name) .. "?fieldManager=" .. MANAGER
+    a.body = encode(obj)
+    a.content_type = "application/json"
   elseif verb == "apply" then
     a.method = "PATCH"
     a.path = host.path(r.apiVersion, r.kind, ns, name) .. "?fieldManager=" .. MANAGER .. "&force=true"
@@ -345,6 +359,22 @@ local function action(verb, r, okey, obj, uid)
     a.content_type = "application/json"
   end
   return a
+end
+
+-- A copy of the observed object with the desired one laid over it: maps
+-- merge, lists and scalars of the desired object replace the observed ones.
+-- Keeps resourceVersion, so a full update loses no concurrent change.
+local function overlay(obs, des)
+  if type(des) ~= "table" or type(obs) ~= "table" or #des > 0 or next(des) == nil then
+    if type(des) ~= "table" then return des end
+    local copy = {}
+    for k, v in pairs(des) do copy[k] = overlay(nil, v) end
+    return copy
+  end
+  local out = {}
+  for k, v in pairs(obs) do out[k] = v end
+  for k, v in pairs(des) do out[k] = overlay(obs[k], v) end
+  return out
 end
 
 local function is_ours(obs)
@@ -372,20 +402,24 @@ function M.reconcile(key)
     desired = list or {}
     plan.reason = why
   end
-  local wanted = {}
+  local wanted, writes, held = {}, {}, false
   for _, d in ipairs(desired) do
     local id = d.r.res .. "\0" .. d.key
     wanted[id] = true
     local obs = store[d.r.res][d.key]
     if obs == nil then
-      plan.actions[#plan.actions + 1] = action("create", d.r, d.key, d.obj)
+      -- a name found taken is only probed: the create fails until it is free
+      if taken[id] then held = true end
+      writes[#writes + 1] = { a = action("create", d.r, d.key, d.obj), probe = taken[id] }
     else
       local okey, ref = owner_key(obs)
       if not is_ours(obs) or okey ~= key then
+        held = true
         plan.problems[#plan.problems + 1] = {
           reason = "NameConflict",
-          message = string.format("%s %s already exists and belongs to %s; this pod gets no %s",
-            d.r.kind, d.key, okey and ("pod " .. okey) or "someone else", d.r.kind),
+          message = string.format("%s %s already exists and belongs to %s; this pod gets no "
+            .. "children until the name is free", d.r.kind, d.key,
+            okey and ("pod " .. okey) or "someone else"),
         }
       else
         local same, where = host.contains(obs, d.obj)
@@ -393,13 +427,22 @@ function M.reconcile(key)
           same, where = false, "ownerReferences (the pod was recreated)"
         end
         if not same then
-          local a = action("apply", d.r, d.key, d.obj)
+          local a
+          if replace_next[id] then
+            a = action("replace", d.r, d.key, overlay(obs, d.obj))
+          else
+            a = action("apply", d.r, d.key, d.obj)
+          end
           a.why = where
-          plan.actions[#plan.actions + 1] = a
+          writes[#writes + 1] = { a = a }
         end
       end
     end
   end
+  for _, w in ipairs(writes) do
+    if w.probe or not held then plan.actions[#plan.actions + 1] = w.a end
+  end
+  if held then wanted = {} end
   -- What this pod owns and no longer wants goes; sorted for stable plans.
   local ids = {}
   for id in pairs(owned[key] or {}) do
@@ -412,7 +455,7 @@ function M.reconcile(key)
     plan.actions[#plan.actions + 1] = action("delete", RESOURCES[res], okey, nil,
       val(obs.metadata.uid))
   end
-  plan.managed = #desired > 0
+  plan.managed = #desired > 0 and not held
   return plan
 end
 
@@ -420,22 +463,32 @@ end
 -- pod again after a backoff), "conflict" (someone else's object holds the
 -- name) or "rejected" (the server refused the object: 4xx).
 function M.result(res, key, verb, status, body)
+  local id = res .. "\0" .. key
   if status >= 200 and status < 300 then
     if verb == "delete" then
       remove(res, key, true)
     else
+      replace_next[id] = nil
       local ok, o = pcall(cjson.decode, body)
       if ok and type(o) == "table" and type(o.metadata) == "table" then
         upsert(res, o, true)
+        -- the name is free again: the pod's other children can follow
+        local pkey = owner_key(o)
+        if taken[id] and pkey then host.enqueue(pkey) end
       end
+      taken[id] = nil
     end
     return "ok"
   end
+  if verb == "apply" and status == 422 then replace_next[id] = true end
   if verb == "delete" and status == 404 then
     remove(res, key, true)
     return "ok"
   end
-  if verb == "create" and status == 409 then return "conflict" end
+  if verb == "create" and status == 409 then
+    taken[id] = true
+    return "conflict"
+  end
   if status == 400 or status == 403 or status == 404 or status == 422 then return "rejected" end
   return "retry"
 end

@@ -20,8 +20,10 @@
 
 #include "config.h"
 #include "core.h"
+#include "events.h"
 #include "kube.h"
 #include "kubeconfig.h"
+#include "leader.h"
 #include "log.h"
 #include "metrics.h"
 #include "queue.h"
@@ -39,6 +41,13 @@
 #define MANAGED_SELECTOR "app.kubernetes.io/managed-by=envoy-router"
 #define RELOAD_DEBOUNCE_MS 300
 #define STATS_EVERY_MS 1000
+#define RELEASE_WAIT_MS 3000        /* for the API server to take the Lease back */
+
+/* Test-only: a directory standing in for "/" when the service-account files
+ * (var/run/secrets/kubernetes.io/serviceaccount/{token,ca.crt,namespace})
+ * are read in in-cluster mode, so end-to-end tests can run the binary "in
+ * cluster" outside a pod. Not a flag on purpose: production never needs it. */
+#define IN_CLUSTER_ROOT_ENV "ENVOY_ROUTER_IN_CLUSTER_ROOT"
 
 struct operator {
     struct config *cfg;
@@ -49,11 +58,17 @@ struct operator {
     struct sandbox *sandbox;
     struct reconciler *rec;
     struct server *server;
+    struct leader *leader;          /* NULL without --leader-elect */
+    struct events *events;
+    char identity[512];
     struct watch *watches[4];       /* pods first, then the child kinds */
     size_t n_watches;
     int sigfd, inofd;
     bool stopping;
     bool ready;
+    bool leading;                   /* may write (always, without --leader-elect) */
+    bool release_started, released, exit_now;
+    int64_t release_deadline;
     uint64_t reload_timer;
     int64_t stop_deadline;
     struct metric *reloads, *managed, *cached_pods, *cached_children;
@@ -64,6 +79,48 @@ static void on_enqueue(void *arg, const char *key)
     struct operator *op = arg;
     if (queue_add(op->queue, key, clock_ms()) != 0)
         log_kv(LOG_ERROR, "queue: out of memory", "pod", key, NULL);
+}
+
+/* The reconciler's problems: the log line, and a Kubernetes Event on the
+ * pod (written by the leader only, de-duplicated and rate-limited). */
+static void on_report(void *arg, const struct core_plan *plan, const char *reason,
+                      const char *message)
+{
+    struct operator *op = arg;
+    char pod[512];
+    snprintf(pod, sizeof pod, "%s/%s", plan->pod_namespace ? plan->pod_namespace : "",
+             plan->pod_name ? plan->pod_name : "");
+    log_kv(LOG_WARN, message, "pod", pod, "reason", reason, NULL);
+    events_report(op->events, plan->pod_namespace, plan->pod_name, plan->pod_uid, reason,
+                  message);
+}
+
+/* Keys are taken only when the caches are synced, this process leads and
+ * it is not shutting down. */
+static void update_pause(struct operator *op)
+{
+    reconciler_pause(op->rec, !(op->ready && op->leading && !op->stopping));
+}
+
+static void on_leader(void *arg, bool leading)
+{
+    struct operator *op = arg;
+    op->leading = leading;
+    events_set_enabled(op->events, leading);
+    update_pause(op);
+    if (leading && op->ready && !op->stopping) {
+        /* The previous leader may have stopped half-way: look at every pod
+         * (unchanged children cost no write). */
+        char n[32];
+        snprintf(n, sizeof n, "%zu", core_enqueue_all(op->core));
+        log_kv(LOG_INFO, "leading: reconciling every pod", "requeued", n, NULL);
+    }
+}
+
+static void on_released(void *arg)
+{
+    struct operator *op = arg;
+    op->released = true;
 }
 
 /* Builds, validates and swaps in the scripts; keeps the running ones on
@@ -133,11 +190,12 @@ static void handle_signals(struct operator *op)
                    si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT", NULL);
             op->stopping = true;
             op->stop_deadline = clock_ms() + (int64_t)op->cfg->shutdown_grace_seconds * 1000;
-            reconciler_pause(op->rec, true);
+            update_pause(op);
             server_set_ready(op->server, false, "shutting down");
         } else {
             log_kv(LOG_WARN, "second signal: exiting now", NULL);
             op->stop_deadline = 0;
+            op->exit_now = true;
         }
     }
 }
@@ -158,6 +216,11 @@ static void handle_inotify(struct operator *op)
 static int setup_fds(struct operator *op)
 {
     sigset_t set;
+    /* A signal ignored at exec (a background job of a non-interactive shell
+     * ignores SIGINT) would never reach the signalfd: take them back. */
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGHUP, SIG_DFL);
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
@@ -186,10 +249,12 @@ static int load_auth(const struct config *cfg, struct kube_auth *auth)
 {
     char err[1024];
     int rc;
-    if (cfg->kubeconfig && *cfg->kubeconfig)
+    if (cfg->kubeconfig && *cfg->kubeconfig) {
         rc = kubeconfig_load(cfg->kubeconfig, NULL, auth, err, sizeof err);
-    else
-        rc = kubeconfig_in_cluster("", auth, err, sizeof err);
+    } else {
+        const char *root = getenv(IN_CLUSTER_ROOT_ENV);
+        rc = kubeconfig_in_cluster(root ? root : "", auth, err, sizeof err);
+    }
     if (rc != 0)
         fprintf(stderr, "envoy-router: %s\n", err);
     return rc;
@@ -224,13 +289,26 @@ static void loop(struct operator *op)
         if (!op->ready && all_synced(op)) {
             op->ready = true;
             server_set_ready(op->server, true, NULL);
-            log_kv(LOG_INFO, "caches synced: reconciling", NULL);
-            if (!op->stopping)
-                reconciler_pause(op->rec, false);
+            log_kv(LOG_INFO, op->leading ? "caches synced: reconciling"
+                                         : "caches synced: standing by until elected", NULL);
+            update_pause(op);
         }
         reconciler_pump(op->rec, now);
-        if (op->stopping && (reconciler_active(op->rec) == 0 || now >= op->stop_deadline))
+        if (op->exit_now)
             break;
+        if (op->stopping && (reconciler_active(op->rec) == 0 || now >= op->stop_deadline)) {
+            /* Writes are done: hand the Lease over so a standby need not
+             * wait for it to expire. */
+            if (!op->release_started) {
+                op->release_started = true;
+                if (leader_release(op->leader, on_released, op) == 0)
+                    op->release_deadline = now + RELEASE_WAIT_MS;
+                else
+                    op->released = true;
+            }
+            if (op->released || now >= op->release_deadline)
+                break;
+        }
 
         int64_t next = timers_next(op->timers);
         int64_t qd = queue_next_deadline(op->queue);
@@ -302,6 +380,35 @@ static int run(struct config *cfg)
     op.rec = reconciler_new(op.queue, op.core, op.kube, (unsigned)cfg->max_concurrent_writes);
     if (op.rec == NULL || setup_fds(&op) != 0)
         goto out;
+    if (cfg->identity && *cfg->identity)
+        snprintf(op.identity, sizeof op.identity, "%s", cfg->identity);
+    else
+        leader_default_identity(op.identity, sizeof op.identity);
+    struct events_options eo = {.component = "envoy-router", .instance = op.identity};
+    if ((op.events = events_new(op.kube, op.timers, &eo)) == NULL) {
+        fprintf(stderr, "envoy-router: out of memory\n");
+        goto out;
+    }
+    reconciler_set_reporter(op.rec, on_report, &op);
+    if (cfg->leader_elect) {
+        /* The Lease lives in the given namespace, else our own (in-cluster
+         * service account, or the kubeconfig context's), else "default". */
+        const char *ns = *cfg->leader_election_namespace ? cfg->leader_election_namespace
+                         : auth.namespace && *auth.namespace ? auth.namespace : "default";
+        struct leader_options lo = {.namespace = ns, .name = cfg->leader_election_id,
+                                    .identity = op.identity};
+        if ((op.leader = leader_new(op.kube, op.timers, &lo, on_leader, &op)) == NULL) {
+            fprintf(stderr, "envoy-router: cannot set up leader election: Lease %s/%s, "
+                    "identity %s\n", ns, cfg->leader_election_id, op.identity);
+            goto out;
+        }
+    } else {
+        metrics_set(metrics_gauge("leader_election_master_status",
+                                  "1 while this process holds the leader Lease, else 0.", "name"),
+                    cfg->leader_election_id, 1);
+        op.leading = true;
+        events_set_enabled(op.events, true);
+    }
     op.server = server_start(cfg->metrics_addr, cfg->health_addr, 30);
     if (op.server == NULL)
         goto out;
@@ -320,7 +427,10 @@ static int run(struct config *cfg)
     timers_add(op.timers, clock_ms() + STATS_EVERY_MS, on_stats, &op);
     log_kv(LOG_INFO, "envoy-router started", "version", ENVOY_ROUTER_VERSION,
            "server", auth.server, "namespace", *cfg->watch_namespace ? cfg->watch_namespace : "(all)",
-           "selector", sandbox_selector(op.sandbox), "scripts", sandbox_origin(op.sandbox), NULL);
+           "selector", sandbox_selector(op.sandbox), "scripts", sandbox_origin(op.sandbox),
+           "identity", op.identity, "leader_elect", cfg->leader_elect ? "true" : "false", NULL);
+    if (op.leader)
+        leader_start(op.leader);
     loop(&op);
     {
         char writes[32];
@@ -331,6 +441,8 @@ static int run(struct config *cfg)
 out:
     for (size_t i = 0; i < op.n_watches; i++)
         watch_free(op.watches[i]);
+    leader_free(op.leader);
+    events_free(op.events);
     kube_free(op.kube);             /* cancels calls before their owners go */
     reconciler_free(op.rec);
     server_stop(op.server);

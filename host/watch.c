@@ -287,6 +287,14 @@ struct watch *watch_new(struct kube *k, struct timers *t, struct core *core,
         watch_free(w);
         return NULL;
     }
+    /* A labelled counter is exported only once it has a series: seed the
+     * reasons alerts look at, so the metric exists at 0 from the start. */
+    static const char *const seeded[] = {"disconnected", "expired", "timeout"};
+    for (size_t i = 0; i < sizeof seeded / sizeof *seeded; i++) {
+        char values[128];
+        snprintf(values, sizeof values, "%s,%s", w->res, seeded[i]);
+        metrics_add(restarts(), values, 0);
+    }
     return w;
 }
 

@@ -6,6 +6,8 @@
 #   tools/run-suite.sh NAME CMD [ARGS...]      one command
 #   tools/run-suite.sh NAME --each PROG...     several programs, one after another
 #
+# SUITE_WRAPPER (e.g. "valgrind --error-exitcode=9") prefixes each command.
+#
 # A test counts as passed on "ok", failed on "not ok" (a TAP "# SKIP" or
 # "# TODO" counts as failed: a skipped test proves nothing). A program that
 # exits non-zero without reporting a failure adds one failure, so a crash is
@@ -15,12 +17,12 @@ suite=$1; shift
 results=${TEST_RESULTS:-build/test-results.txt}
 mkdir -p "$(dirname "$results")"
 out=$(mktemp); trap 'rm -f "$out"' EXIT
-crashed=0
 
 run() {
   local rc before after
   before=$(grep -cE '^not ok' "$out")
-  CMOCKA_MESSAGE_OUTPUT=TAP "$@" 2>&1 | tee -a "$out"
+  # shellcheck disable=SC2086
+  CMOCKA_MESSAGE_OUTPUT=TAP ${SUITE_WRAPPER:-} "$@" 2>&1 | tee -a "$out"
   rc=${PIPESTATUS[0]}
   after=$(grep -cE '^not ok' "$out")
   if [[ $rc -ne 0 && $after -eq $before ]]; then

@@ -84,23 +84,31 @@ static void plan(struct fixture *f, const char *key, struct core_plan *p)
 
 /* Answers every action of the plan as the API server would: the body
  * echoed back with server fields added. */
+static void answer_one(struct fixture *f, struct core_action *a, size_t i)
+{
+    if (strcmp(a->verb, "delete") == 0) {
+        assert_int_equal(core_result(f->core, a, 200, "{}", 2), CORE_OK);
+        return;
+    }
+    /* Insert "uid" and "resourceVersion" into metadata (a full update
+     * already carries them: echo it as it is). */
+    char body[16384];
+    if (strcmp(a->verb, "replace") == 0) {
+        assert_int_equal(core_result(f->core, a, 200, a->body, a->body_len), CORE_OK);
+        return;
+    }
+    const char *md = strstr(a->body, "\"metadata\":{");
+    assert_non_null(md);
+    size_t head = (size_t)(md - a->body) + strlen("\"metadata\":{");
+    snprintf(body, sizeof body, "%.*s\"uid\":\"child-%zu\",\"resourceVersion\":\"11\","
+             "\"managedFields\":[],%s", (int)head, a->body, i, a->body + head);
+    assert_int_equal(core_result(f->core, a, 201, body, strlen(body)), CORE_OK);
+}
+
 static void answer(struct fixture *f, struct core_plan *p)
 {
-    for (size_t i = 0; i < p->n_actions; i++) {
-        struct core_action *a = &p->actions[i];
-        if (strcmp(a->verb, "delete") == 0) {
-            assert_int_equal(core_result(f->core, a, 200, "{}", 2), CORE_OK);
-            continue;
-        }
-        /* Insert "uid" and "resourceVersion" into metadata. */
-        char body[16384];
-        const char *md = strstr(a->body, "\"metadata\":{");
-        assert_non_null(md);
-        size_t head = (size_t)(md - a->body) + strlen("\"metadata\":{");
-        snprintf(body, sizeof body, "%.*s\"uid\":\"child-%zu\",\"resourceVersion\":\"11\","
-                 "\"managedFields\":[],%s", (int)head, a->body, i, a->body + head);
-        assert_int_equal(core_result(f->core, a, 201, body, strlen(body)), CORE_OK);
-    }
+    for (size_t i = 0; i < p->n_actions; i++)
+        answer_one(f, &p->actions[i], i);
 }
 
 static void test_new_pod_gets_three_creates_then_nothing(void **state)
@@ -300,6 +308,102 @@ static void test_render_and_check(void **state)
     assert_true(core_check(f->core, err, sizeof err) >= 5);
 }
 
+/* A user's Service holds the pod's name: the pod gets none of its other
+ * children (they would feed that Service) until the name is free. */
+static void test_taken_name_holds_back_the_other_children(void **state)
+{
+    struct fixture *f = *state;
+    struct core_plan p;
+    list(f, "pods", POD("p1", "10.1.2.3", "True"));
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 3);
+    for (size_t i = 0; i < p.n_actions; i++) {
+        if (strcmp(p.actions[i].res, "services") == 0)
+            assert_int_equal(core_result(f->core, &p.actions[i], 409, "{}", 2), CORE_CONFLICT);
+        else
+            answer_one(f, &p.actions[i], i);
+    }
+    core_plan_free(&p);
+
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 3);
+    for (size_t i = 0; i < p.n_actions; i++) {
+        if (strcmp(p.actions[i].res, "services") == 0) {
+            assert_string_equal(p.actions[i].verb, "create");
+            assert_int_equal(core_result(f->core, &p.actions[i], 409, "{}", 2), CORE_CONFLICT);
+        } else {
+            assert_string_equal(p.actions[i].verb, "delete");
+            answer_one(f, &p.actions[i], i);
+        }
+    }
+    f->n_queued = 0;
+    core_plan_free(&p);
+
+    /* Still taken: only the probe. */
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 1);
+    assert_string_equal(p.actions[0].res, "services");
+    /* The name is free now: the Service is made and the pod queued again. */
+    answer_one(f, &p.actions[0], 0);
+    assert_int_equal(f->n_queued, 1);
+    assert_string_equal(f->queued[0], "ns/p1");
+    core_plan_free(&p);
+
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 2);
+    for (size_t i = 0; i < p.n_actions; i++) {
+        assert_string_equal(p.actions[i].verb, "create");
+        assert_string_not_equal(p.actions[i].res, "services");
+    }
+    core_plan_free(&p);
+}
+
+/* Server-side apply cannot remove a list entry another manager owns (a
+ * Service port edited by hand): after a 422 the child gets a full update. */
+static void test_refused_apply_is_followed_by_a_full_update(void **state)
+{
+    struct fixture *f = *state;
+    struct core_plan p;
+    char err[512], *rv;
+    long code;
+    list(f, "pods", POD("p1", "10.1.2.3", "True"));
+    plan(f, "ns/p1", &p);
+    answer(f, &p);
+    core_plan_free(&p);
+
+    const char *ev = "{\"type\":\"MODIFIED\",\"object\":" POD("p1", "10.1.2.3", "False") "}";
+    assert_int_equal(core_watch_event(f->core, "pods", ev, strlen(ev), &rv, &code, err, sizeof err), 0);
+    free(rv);
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 1);
+    assert_string_equal(p.actions[0].verb, "apply");
+    assert_int_equal(core_result(f->core, &p.actions[0], 422, "{}", 2), CORE_REJECTED);
+    core_plan_free(&p);
+
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 1);
+    assert_string_equal(p.actions[0].verb, "replace");
+    assert_string_equal(p.actions[0].method, "PUT");
+    assert_string_equal(p.actions[0].path, "/apis/discovery.k8s.io/v1/namespaces/ns/"
+                                           "endpointslices/p1?fieldManager=envoy-router");
+    assert_non_null(strstr(p.actions[0].body, "\"resourceVersion\":\"11\""));
+    assert_non_null(strstr(p.actions[0].body, "\"ready\":false"));
+    answer(f, &p);
+    core_plan_free(&p);
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 0);
+    core_plan_free(&p);
+
+    /* Once it went through, changes are applied again. */
+    const char *back = "{\"type\":\"MODIFIED\",\"object\":" POD("p1", "10.1.2.3", "True") "}";
+    assert_int_equal(core_watch_event(f->core, "pods", back, strlen(back), &rv, &code, err, sizeof err), 0);
+    free(rv);
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 1);
+    assert_string_equal(p.actions[0].verb, "apply");
+    core_plan_free(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -311,6 +415,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_watch_error_and_malformed_lines, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conflicting_create_is_classified, setup, teardown),
         cmocka_unit_test_setup_teardown(test_render_and_check, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_taken_name_holds_back_the_other_children, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_refused_apply_is_followed_by_a_full_update, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests_name("core", tests, NULL, NULL);
 }

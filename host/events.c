@@ -1,0 +1,572 @@
+/* events: see events.h.
+ *
+ * Remembered Events live in a hash table (by pod uid, reason and message)
+ * and on a list ordered by when they were last seen, so the stale ones are
+ * found at its head and the table stays bounded. */
+#include "events.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "metrics.h"
+
+#define NBUCKETS 1024               /* hash chains (power of two) */
+#define MESSAGE_MAX 1024            /* bytes of message sent (client-go's limit) */
+#define NAME_MAX_LEN 253            /* a DNS subdomain */
+
+struct entry {
+    struct events *e;
+    struct entry *hnext;            /* hash chain */
+    struct entry *prev, *next;      /* by last_seen_ms, oldest first */
+    uint64_t hash;
+    char *uid, *reason, *message, *ns, *pod;
+    char name[NAME_MAX_LEN + 1];    /* of the Event */
+    unsigned seen;                  /* occurrences so far */
+    unsigned written;               /* count the API server has */
+    unsigned sending;               /* count of the write in flight */
+    double first_wall, last_wall;
+    int64_t last_seen_ms, last_write_ms;
+    bool created;
+    struct kube_call *call;
+    uint64_t timer;                 /* deferred count update */
+};
+
+struct events {
+    struct kube *kube;
+    struct timers *timers;
+    struct events_transport tr;
+    char *component, *instance;
+    int64_t window_ms, update_ms;
+    size_t max_entries, n;
+    bool enabled;
+    uint64_t seq;
+    struct events_bucket bucket;
+    struct entry *table[NBUCKETS];
+    struct entry *oldest, *newest;
+    struct metric *m_dropped, *m_total;
+};
+
+/* --- the token bucket ---------------------------------------------------------- */
+
+void events_bucket_init(struct events_bucket *b, double rate, double burst, int64_t now_ms)
+{
+    b->rate = rate;
+    b->burst = burst;
+    b->tokens = burst;
+    b->last_ms = now_ms;
+}
+
+bool events_bucket_take(struct events_bucket *b, int64_t now_ms)
+{
+    if (now_ms > b->last_ms) {
+        b->tokens += (double)(now_ms - b->last_ms) * b->rate / 1000.0;
+        if (b->tokens > b->burst)
+            b->tokens = b->burst;
+        b->last_ms = now_ms;
+    }
+    if (b->tokens < 1.0)
+        return false;
+    b->tokens -= 1.0;
+    return true;
+}
+
+/* --- the default transport ------------------------------------------------------ */
+
+static struct kube_call *kube_send(void *arg, const char *method, const char *path,
+                                   const char *ctype, const char *body, size_t len,
+                                   kube_done_fn done, void *done_arg)
+{
+    return kube_request(arg, method, path, ctype, body, len, done, done_arg);
+}
+
+static void kube_stop(void *arg, struct kube_call *c)
+{
+    kube_cancel(arg, c);
+}
+
+static int64_t mono_now(void *arg)
+{
+    (void)arg;
+    return clock_ms();
+}
+
+static double wall_now(void *arg)
+{
+    (void)arg;
+    return clock_wall();
+}
+
+/* --- JSON text ----------------------------------------------------------------- */
+
+struct buf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+};
+
+static void put(struct buf *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 1024;
+        while (b->len + n + 1 > cap)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (p == NULL) {
+            b->oom = true;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void puts_(struct buf *b, const char *s)
+{
+    put(b, s, strlen(s));
+}
+
+/* A JSON string of at most `max` bytes of s, cut on a UTF-8 boundary. */
+static void put_str(struct buf *b, const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n > max) {
+        n = max;
+        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+            n--;
+    }
+    put(b, "\"", 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char esc[8];
+        if (c == '"' || c == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)c;
+            put(b, esc, 2);
+        } else if (c == '\n') {
+            put(b, "\\n", 2);
+        } else if (c == '\t') {
+            put(b, "\\t", 2);
+        } else if (c < 0x20 || c == 0x7f) {
+            snprintf(esc, sizeof esc, "\\u%04x", c);
+            put(b, esc, 6);
+        } else {
+            put(b, (const char *)&s[i], 1);
+        }
+    }
+    put(b, "\"", 1);
+}
+
+static void put_kv(struct buf *b, const char *key, const char *value, bool comma)
+{
+    if (comma)
+        put(b, ",", 1);
+    put_str(b, key, SIZE_MAX);
+    put(b, ":", 1);
+    put_str(b, value, MESSAGE_MAX);
+}
+
+/* "2006-01-02T15:04:05Z" */
+static void timestamp(double wall, char *out, size_t len)
+{
+    time_t secs = (time_t)wall;
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static char *create_body(const struct events *e, const struct entry *x, unsigned count,
+                         size_t *len)
+{
+    struct buf b = {0};
+    char first[32], last[32], num[32];
+    timestamp(x->first_wall, first, sizeof first);
+    timestamp(x->last_wall, last, sizeof last);
+    snprintf(num, sizeof num, "%u", count);
+    puts_(&b, "{\"apiVersion\":\"v1\",\"kind\":\"Event\",\"metadata\":{");
+    put_kv(&b, "name", x->name, false);
+    put_kv(&b, "namespace", x->ns, true);
+    puts_(&b, "},\"involvedObject\":{\"apiVersion\":\"v1\",\"kind\":\"Pod\"");
+    put_kv(&b, "namespace", x->ns, true);
+    put_kv(&b, "name", x->pod, true);
+    put_kv(&b, "uid", x->uid, true);
+    puts_(&b, "}");
+    put_kv(&b, "reason", x->reason, true);
+    put_kv(&b, "message", x->message, true);
+    put_kv(&b, "type", "Warning", true);
+    puts_(&b, ",\"source\":{");
+    put_kv(&b, "component", e->component, false);
+    puts_(&b, "}");
+    put_kv(&b, "reportingComponent", e->component, true);
+    put_kv(&b, "reportingInstance", e->instance, true);
+    put_kv(&b, "firstTimestamp", first, true);
+    put_kv(&b, "lastTimestamp", last, true);
+    puts_(&b, ",\"count\":");
+    puts_(&b, num);
+    puts_(&b, "}");
+    if (b.oom) {
+        free(b.p);
+        return NULL;
+    }
+    *len = b.len;
+    return b.p;
+}
+
+static char *patch_body(const struct entry *x, unsigned count, size_t *len)
+{
+    struct buf b = {0};
+    char last[32], num[32];
+    timestamp(x->last_wall, last, sizeof last);
+    snprintf(num, sizeof num, "%u", count);
+    puts_(&b, "{\"count\":");
+    puts_(&b, num);
+    put_kv(&b, "lastTimestamp", last, true);
+    puts_(&b, "}");
+    if (b.oom) {
+        free(b.p);
+        return NULL;
+    }
+    *len = b.len;
+    return b.p;
+}
+
+/* --- the table ------------------------------------------------------------------ */
+
+static uint64_t hash3(const char *a, const char *b, const char *c)
+{
+    uint64_t h = 1469598103934665603ULL;     /* FNV-1a */
+    const char *parts[3] = {a, b, c};
+    for (int i = 0; i < 3; i++) {
+        for (const unsigned char *p = (const unsigned char *)parts[i]; *p; p++)
+            h = (h ^ *p) * 1099511628211ULL;
+        h = (h ^ 0xff) * 1099511628211ULL;  /* separator */
+    }
+    return h;
+}
+
+static struct entry *find(struct events *e, uint64_t h, const char *uid, const char *reason,
+                          const char *message)
+{
+    for (struct entry *x = e->table[h & (NBUCKETS - 1)]; x; x = x->hnext)
+        if (x->hash == h && strcmp(x->uid, uid) == 0 && strcmp(x->reason, reason) == 0 &&
+            strcmp(x->message, message) == 0)
+            return x;
+    return NULL;
+}
+
+static void lru_unlink(struct events *e, struct entry *x)
+{
+    if (x->prev)
+        x->prev->next = x->next;
+    else
+        e->oldest = x->next;
+    if (x->next)
+        x->next->prev = x->prev;
+    else
+        e->newest = x->prev;
+    x->prev = x->next = NULL;
+}
+
+static void lru_append(struct events *e, struct entry *x)
+{
+    x->prev = e->newest;
+    x->next = NULL;
+    if (e->newest)
+        e->newest->next = x;
+    else
+        e->oldest = x;
+    e->newest = x;
+}
+
+static void entry_free(struct entry *x)
+{
+    free(x->uid);
+    free(x->reason);
+    free(x->message);
+    free(x->ns);
+    free(x->pod);
+    free(x);
+}
+
+/* Forgets an entry: cancels what it has going. */
+static void drop(struct events *e, struct entry *x)
+{
+    struct entry **pp = &e->table[x->hash & (NBUCKETS - 1)];
+    while (*pp != x)
+        pp = &(*pp)->hnext;
+    *pp = x->hnext;
+    lru_unlink(e, x);
+    if (x->call)
+        e->tr.cancel(e->tr.arg, x->call);
+    if (x->timer)
+        timers_cancel(e->timers, x->timer);
+    e->n--;
+    entry_free(x);
+}
+
+/* Forgets what was last seen before the window, and the oldest beyond the
+ * bound. */
+static void expire(struct events *e, int64_t now)
+{
+    while (e->oldest && (now - e->oldest->last_seen_ms > e->window_ms ||
+                         e->n >= e->max_entries))
+        drop(e, e->oldest);
+}
+
+/* --- writes ---------------------------------------------------------------------- */
+
+static void send_update(struct events *e, struct entry *x);
+
+static void on_update_timer(void *arg)
+{
+    struct entry *x = arg;
+    x->timer = 0;
+    send_update(x->e, x);
+}
+
+/* Updates the count once the interval since the last write has passed. */
+static void defer_update(struct events *e, struct entry *x)
+{
+    if (x->timer || x->call || !x->created || x->seen <= x->written)
+        return;
+    int64_t at = x->last_write_ms + e->update_ms;
+    if (at <= e->tr.now_ms(e->tr.arg)) {
+        send_update(e, x);
+        return;
+    }
+    x->timer = timers_add(e->timers, at, on_update_timer, x);
+}
+
+static void log_failure(const char *what, const struct entry *x, const struct kube_response *r)
+{
+    char status[32];
+    snprintf(status, sizeof status, "%ld", r->status);
+    log_kv(LOG_WARN, what, "event", x->name, "namespace", x->ns, "reason", x->reason,
+           "status", status, "error", r->error ? r->error : r->body, NULL);
+}
+
+static void on_created(void *arg, const struct kube_response *r)
+{
+    struct entry *x = arg;
+    struct events *e = x->e;
+    x->call = NULL;
+    if (r->status == 201 || r->status == 200) {
+        x->created = true;
+        x->written = x->sending;
+        metrics_add(e->m_total, "created", 1);
+        defer_update(e, x);
+        return;
+    }
+    /* The next report starts afresh. */
+    metrics_add(e->m_total, "failed", 1);
+    log_failure("events: creating an Event failed", x, r);
+    drop(e, x);
+}
+
+static void on_patched(void *arg, const struct kube_response *r)
+{
+    struct entry *x = arg;
+    struct events *e = x->e;
+    x->call = NULL;
+    if (r->status == 200) {
+        x->written = x->sending;
+        metrics_add(e->m_total, "updated", 1);
+        defer_update(e, x);
+        return;
+    }
+    metrics_add(e->m_total, "failed", 1);
+    log_failure("events: updating an Event failed", x, r);
+    if (r->status == 404) {
+        drop(e, x);                 /* deleted meanwhile: the next report creates anew */
+        return;
+    }
+    defer_update(e, x);             /* try again after another interval */
+}
+
+/* Takes a token, or counts a drop. */
+static bool admit(struct events *e, const char *what, const struct entry *x)
+{
+    if (events_bucket_take(&e->bucket, e->tr.now_ms(e->tr.arg)))
+        return true;
+    metrics_add(e->m_dropped, NULL, 1);
+    log_kv(LOG_DEBUG, "events: rate limit reached; dropped", "what", what, "pod", x->pod,
+           "reason", x->reason, NULL);
+    return false;
+}
+
+static void send_update(struct events *e, struct entry *x)
+{
+    char path[2048];
+    size_t len = 0;
+    const struct kube_resource *r = kube_resource_find("v1", "Event");
+
+    if (!e->enabled || x->call || !x->created || x->seen <= x->written)
+        return;
+    int64_t now = e->tr.now_ms(e->tr.arg);
+    if (!admit(e, "count update", x)) {
+        x->last_write_ms = now;     /* the counts stay: carry them next time */
+        defer_update(e, x);
+        return;
+    }
+    char *body = patch_body(x, x->seen, &len);
+    if (body == NULL || kube_path(path, sizeof path, r, x->ns, x->name, NULL) < 0) {
+        free(body);
+        return;
+    }
+    x->sending = x->seen;
+    x->last_write_ms = now;
+    x->call = e->tr.request(e->tr.arg, "PATCH", path, "application/merge-patch+json", body, len,
+                            on_patched, x);
+    free(body);
+}
+
+static char *xstrdup(const char *s, bool *oom)
+{
+    char *d = strdup(s ? s : "");
+    if (d == NULL)
+        *oom = true;
+    return d;
+}
+
+void events_report(struct events *e, const char *ns, const char *pod, const char *uid,
+                   const char *reason, const char *message)
+{
+    char path[2048];
+    size_t len = 0;
+    bool oom = false;
+    const struct kube_resource *r = kube_resource_find("v1", "Event");
+
+    if (e == NULL || !e->enabled || !ns || !*ns || !pod || !*pod)
+        return;
+    if (!uid)
+        uid = "";
+    if (!reason)
+        reason = "";
+    if (!message)
+        message = "";
+    int64_t now = e->tr.now_ms(e->tr.arg);
+    double wall = e->tr.wall(e->tr.arg);
+    uint64_t h = hash3(uid, reason, message);
+    struct entry *x = find(e, h, uid, reason, message);
+    if (x && now - x->last_seen_ms <= e->window_ms) {
+        /* A repetition: count it; the Event is updated at most once an interval. */
+        x->seen++;
+        x->last_seen_ms = now;
+        x->last_wall = wall;
+        lru_unlink(e, x);
+        lru_append(e, x);
+        defer_update(e, x);
+        return;
+    }
+    if (x)
+        drop(e, x);
+    expire(e, now);
+    if ((x = calloc(1, sizeof *x)) == NULL)
+        return;
+    x->e = e;
+    x->hash = h;
+    x->uid = xstrdup(uid, &oom);
+    x->reason = xstrdup(reason, &oom);
+    x->message = xstrdup(message, &oom);
+    x->ns = xstrdup(ns, &oom);
+    x->pod = xstrdup(pod, &oom);
+    if (oom) {
+        entry_free(x);
+        return;
+    }
+    if (!admit(e, "new event", x)) {
+        entry_free(x);
+        return;
+    }
+    /* client-go's naming: the object's name and a unique hex suffix. */
+    unsigned long long stamp = (unsigned long long)(wall * 1e9) + e->seq++;
+    snprintf(x->name, sizeof x->name, "%.*s.%016llx", NAME_MAX_LEN - 17, pod, stamp);
+    x->seen = 1;
+    x->first_wall = x->last_wall = wall;
+    x->last_seen_ms = x->last_write_ms = now;
+    char *body = create_body(e, x, x->seen, &len);
+    if (body == NULL || kube_path(path, sizeof path, r, ns, NULL, NULL) < 0) {
+        free(body);
+        entry_free(x);
+        return;
+    }
+    x->hnext = e->table[h & (NBUCKETS - 1)];
+    e->table[h & (NBUCKETS - 1)] = x;
+    lru_append(e, x);
+    e->n++;
+    x->sending = x->seen;
+    x->call = e->tr.request(e->tr.arg, "POST", path, NULL, body, len, on_created, x);
+    free(body);
+    if (x->call == NULL)
+        drop(e, x);
+}
+
+/* --- lifecycle -------------------------------------------------------------------- */
+
+struct events *events_new(struct kube *k, struct timers *t, const struct events_options *o)
+{
+    struct events *e;
+
+    if (!o || !o->component || !*o->component || !o->instance || !*o->instance || !t)
+        return NULL;
+    if ((e = calloc(1, sizeof *e)) == NULL)
+        return NULL;
+    e->kube = k;
+    e->timers = t;
+    if (o->transport) {
+        e->tr = *o->transport;
+    } else {
+        e->tr = (struct events_transport){kube_send, kube_stop, mono_now, wall_now, k};
+    }
+    e->component = strdup(o->component);
+    e->instance = strdup(o->instance);
+    if (!e->component || !e->instance) {
+        events_free(e);
+        return NULL;
+    }
+    e->window_ms = o->window_ms > 0 ? o->window_ms : EVENTS_WINDOW_MS;
+    e->update_ms = o->update_ms > 0 ? o->update_ms : EVENTS_UPDATE_MS;
+    e->max_entries = o->max_entries > 0 ? o->max_entries : EVENTS_MAX_ENTRIES;
+    events_bucket_init(&e->bucket, o->rate > 0 ? o->rate : EVENTS_RATE,
+                       o->burst > 0 ? o->burst : EVENTS_BURST, e->tr.now_ms(e->tr.arg));
+    e->m_dropped = metrics_counter("envoy_router_events_dropped_total",
+                                   "Kubernetes Events not written because of the rate limit.",
+                                   NULL);
+    e->m_total = metrics_counter("envoy_router_events_total",
+                                 "Kubernetes Event writes by result (created, updated, failed).",
+                                 "result");
+    metrics_add(e->m_dropped, NULL, 0);
+    metrics_add(e->m_total, "created", 0);
+    metrics_add(e->m_total, "updated", 0);
+    metrics_add(e->m_total, "failed", 0);
+    return e;
+}
+
+void events_free(struct events *e)
+{
+    if (e == NULL)
+        return;
+    while (e->oldest)
+        drop(e, e->oldest);
+    free(e->component);
+    free(e->instance);
+    free(e);
+}
+
+void events_set_enabled(struct events *e, bool enabled)
+{
+    if (e)
+        e->enabled = enabled;
+}
+
+size_t events_tracked(const struct events *e)
+{
+    return e ? e->n : 0;
+}
