@@ -35,6 +35,7 @@ struct kube_call {
     struct kube_call *prev, *next;  /* in the list of its state */
     enum call_state state;
     bool watch;
+    bool urgent;                    /* ahead of the queue, outside the QPS bucket */
     bool retried_401;
     unsigned attempt;               /* attempts started */
     int64_t due_ms;                 /* C_WAITING: when to go again */
@@ -321,7 +322,7 @@ static void dispatch(struct kube *k)
     while (k->queued.head && k->in_flight < k->o.max_in_flight) {
         struct kube_call *c = k->queued.head;
 
-        if (k->o.qps > 0) {
+        if (k->o.qps > 0 && !c->urgent) {
             if (k->tokens < 1.0)
                 break;
             k->tokens -= 1.0;
@@ -584,9 +585,9 @@ static struct kube_call *call_new(struct kube *k, const char *method, const char
     return c;
 }
 
-struct kube_call *kube_request(struct kube *k, const char *method, const char *path,
-                               const char *content_type, const char *body, size_t len,
-                               kube_done_fn done, void *arg)
+static struct kube_call *request(struct kube *k, const char *method, const char *path,
+                                 const char *content_type, const char *body, size_t len,
+                                 kube_done_fn done, void *arg, bool urgent)
 {
     struct kube_call *c = call_new(k, method, path, done, arg);
 
@@ -604,10 +605,28 @@ struct kube_call *kube_request(struct kube *k, const char *method, const char *p
         c->len = len;
     }
     c->state = C_QUEUED;
-    clist_push(&k->queued, c);
+    c->urgent = urgent;
+    if (urgent)
+        clist_push_front(&k->queued, c);
+    else
+        clist_push(&k->queued, c);
     k->pending++;
     dispatch(k);
     return c;
+}
+
+struct kube_call *kube_request(struct kube *k, const char *method, const char *path,
+                               const char *content_type, const char *body, size_t len,
+                               kube_done_fn done, void *arg)
+{
+    return request(k, method, path, content_type, body, len, done, arg, false);
+}
+
+struct kube_call *kube_request_urgent(struct kube *k, const char *method, const char *path,
+                                      const char *content_type, const char *body, size_t len,
+                                      kube_done_fn done, void *arg)
+{
+    return request(k, method, path, content_type, body, len, done, arg, true);
 }
 
 struct kube_call *kube_watch(struct kube *k, const char *path, kube_data_fn data,

@@ -66,6 +66,14 @@ struct kube_call *kube_request(struct kube *k, const char *method, const char *p
                                const char *content_type, const char *body, size_t len,
                                kube_done_fn done, void *arg);
 
+/* As kube_request, for calls that must not wait behind a backlog of writes
+ * (Lease renewals: missing the renew deadline would step the leader down):
+ * queued ahead of ordinary calls and exempt from the QPS bucket; still
+ * within max_in_flight and retried the same way. */
+struct kube_call *kube_request_urgent(struct kube *k, const char *method, const char *path,
+                                      const char *content_type, const char *body, size_t len,
+                                      kube_done_fn done, void *arg);
+
 /* Starts a watch GET on `path`; chunks go to `data`, the end to `done`.
  * A non-200 status delivers the (bounded) error body to done. */
 struct kube_call *kube_watch(struct kube *k, const char *path, kube_data_fn data,

@@ -296,7 +296,7 @@ static int send_lease(struct leader *l, const char *method, const struct leader_
     size_t len;
     const char *body = lua_tolstring(L, -1, &len);
     bool create = strcmp(method, "POST") == 0;
-    l->call = kube_request(l->kube, method, create ? l->coll_path : l->item_path, NULL, body,
+    l->call = kube_request_urgent(l->kube, method, create ? l->coll_path : l->item_path, NULL, body,
                            len, done, l);      /* the body is copied */
     lua_settop(L, 0);
     if (l->call == NULL)
@@ -409,7 +409,7 @@ static void on_get(void *arg, const struct kube_response *r)
 
 static void start_get(struct leader *l)
 {
-    l->call = kube_request(l->kube, "GET", l->item_path, NULL, NULL, 0, on_get, l);
+    l->call = kube_request_urgent(l->kube, "GET", l->item_path, NULL, NULL, 0, on_get, l);
     if (l->call == NULL) {
         log_kv(LOG_ERROR, "leader: cannot start the Lease read", "lease", l->name, NULL);
         return;
@@ -565,7 +565,7 @@ static void on_release(void *arg, const struct kube_response *r)
     l->op = OP_NONE;
     if (r->status == 409 && !l->release_retried) {
         l->release_retried = true;
-        l->call = kube_request(l->kube, "GET", l->item_path, NULL, NULL, 0, on_release_get, l);
+        l->call = kube_request_urgent(l->kube, "GET", l->item_path, NULL, NULL, 0, on_release_get, l);
         if (l->call != NULL) {
             l->op = OP_RELEASE;
             return;

@@ -987,6 +987,38 @@ static void test_qps_bucket(void **state)
     srv_stop(&s);
 }
 
+static void test_urgent_jumps_queue_and_bucket(void **state)
+{
+    struct srv s;
+    struct kube *k;
+    struct result res[4];
+    char url[64], err[256];
+    struct kube_auth a = { 0 };
+    struct kube_options o = { .max_in_flight = 1, .qps = 2, .burst = 1, .max_attempts = 1 };
+
+    (void)state;
+    memset(res, 0, sizeof(res));
+    srv_start(&s, script_ok);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u", s.port);
+    a.server = url;
+    k = kube_new(&a, &o, err, sizeof(err));
+    assert_non_null(k);
+    for (int i = 0; i < 3; i++)
+        kube_request(k, "GET", "/api/v1/pods", NULL, NULL, 0, on_done, &res[i]);
+    /* A Lease renewal behind a backlog: served next, without a token. */
+    kube_request_urgent(k, "PUT", "/apis/coordination.k8s.io/v1/leases", NULL, "{}", 2,
+                        on_done, &res[3]);
+    run_until(k, &finished_count, 2, 5000);
+    assert_int_equal(srv_hits(&s), 2);
+    assert_string_equal(s.hits[1].method, "PUT");
+    /* The QPS bucket did not hold it back: no 500 ms gap. */
+    assert_true(s.hits[1].at_ms - s.hits[0].at_ms < 300);
+    run_until(k, &finished_count, 4, 5000);
+    assert_int_equal(srv_hits(&s), 4);
+    kube_free(k);
+    srv_stop(&s);
+}
+
 /* --- cancel --------------------------------------------------------------- */
 
 static void test_cancel_means_no_callback(void **state)
@@ -1544,6 +1576,7 @@ int main(void)
         cmocka_unit_test_setup(test_transport_error_closed_is_retried, setup),
         cmocka_unit_test_setup(test_max_in_flight_and_fifo, setup),
         cmocka_unit_test_setup(test_qps_bucket, setup),
+        cmocka_unit_test_setup(test_urgent_jumps_queue_and_bucket, setup),
         cmocka_unit_test_setup(test_cancel_means_no_callback, setup),
         cmocka_unit_test_setup(test_free_with_calls_outstanding, setup),
         cmocka_unit_test_setup(test_watch_delivers_chunks_as_they_arrive, setup),
