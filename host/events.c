@@ -5,11 +5,14 @@
  * found at its head and the table stays bounded. */
 #include "events.h"
 
+#include "jsonbuf.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "jsonbuf.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -101,40 +104,8 @@ static double wall_now(void *arg)
 
 /* --- JSON text ----------------------------------------------------------------- */
 
-struct buf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-};
-
-static void put(struct buf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (b->len + n + 1 > cap)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (p == NULL) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void puts_(struct buf *b, const char *s)
-{
-    put(b, s, strlen(s));
-}
-
 /* A JSON string of at most `max` bytes of s, cut on a UTF-8 boundary. */
-static void put_str(struct buf *b, const char *s, size_t max)
+static void put_str(struct jsonbuf *b, const char *s, size_t max)
 {
     size_t n = strlen(s);
     if (n > max) {
@@ -142,34 +113,15 @@ static void put_str(struct buf *b, const char *s, size_t max)
         while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
             n--;
     }
-    put(b, "\"", 1);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        char esc[8];
-        if (c == '"' || c == '\\') {
-            esc[0] = '\\';
-            esc[1] = (char)c;
-            put(b, esc, 2);
-        } else if (c == '\n') {
-            put(b, "\\n", 2);
-        } else if (c == '\t') {
-            put(b, "\\t", 2);
-        } else if (c < 0x20 || c == 0x7f) {
-            snprintf(esc, sizeof esc, "\\u%04x", c);
-            put(b, esc, 6);
-        } else {
-            put(b, (const char *)&s[i], 1);
-        }
-    }
-    put(b, "\"", 1);
+    jsonbuf_string(b, s, n);
 }
 
-static void put_kv(struct buf *b, const char *key, const char *value, bool comma)
+static void put_kv(struct jsonbuf *b, const char *key, const char *value, bool comma)
 {
     if (comma)
-        put(b, ",", 1);
+        jsonbuf_put(b, ",", 1);
     put_str(b, key, SIZE_MAX);
-    put(b, ":", 1);
+    jsonbuf_put(b, ":", 1);
     put_str(b, value, MESSAGE_MAX);
 }
 
@@ -185,56 +137,46 @@ static void timestamp(double wall, char *out, size_t len)
 static char *create_body(const struct events *e, const struct entry *x, unsigned count,
                          size_t *len)
 {
-    struct buf b = {0};
+    struct jsonbuf b = {0};
     char first[32], last[32], num[32];
     timestamp(x->first_wall, first, sizeof first);
     timestamp(x->last_wall, last, sizeof last);
     snprintf(num, sizeof num, "%u", count);
-    puts_(&b, "{\"apiVersion\":\"v1\",\"kind\":\"Event\",\"metadata\":{");
+    jsonbuf_puts(&b, "{\"apiVersion\":\"v1\",\"kind\":\"Event\",\"metadata\":{");
     put_kv(&b, "name", x->name, false);
     put_kv(&b, "namespace", x->ns, true);
-    puts_(&b, "},\"involvedObject\":{\"apiVersion\":\"v1\",\"kind\":\"Pod\"");
+    jsonbuf_puts(&b, "},\"involvedObject\":{\"apiVersion\":\"v1\",\"kind\":\"Pod\"");
     put_kv(&b, "namespace", x->ns, true);
     put_kv(&b, "name", x->pod, true);
     put_kv(&b, "uid", x->uid, true);
-    puts_(&b, "}");
+    jsonbuf_puts(&b, "}");
     put_kv(&b, "reason", x->reason, true);
     put_kv(&b, "message", x->message, true);
     put_kv(&b, "type", "Warning", true);
-    puts_(&b, ",\"source\":{");
+    jsonbuf_puts(&b, ",\"source\":{");
     put_kv(&b, "component", e->component, false);
-    puts_(&b, "}");
+    jsonbuf_puts(&b, "}");
     put_kv(&b, "reportingComponent", e->component, true);
     put_kv(&b, "reportingInstance", e->instance, true);
     put_kv(&b, "firstTimestamp", first, true);
     put_kv(&b, "lastTimestamp", last, true);
-    puts_(&b, ",\"count\":");
-    puts_(&b, num);
-    puts_(&b, "}");
-    if (b.oom) {
-        free(b.p);
-        return NULL;
-    }
-    *len = b.len;
-    return b.p;
+    jsonbuf_puts(&b, ",\"count\":");
+    jsonbuf_puts(&b, num);
+    jsonbuf_puts(&b, "}");
+    return jsonbuf_finish(&b, len);
 }
 
 static char *patch_body(const struct entry *x, unsigned count, size_t *len)
 {
-    struct buf b = {0};
+    struct jsonbuf b = {0};
     char last[32], num[32];
     timestamp(x->last_wall, last, sizeof last);
     snprintf(num, sizeof num, "%u", count);
-    puts_(&b, "{\"count\":");
-    puts_(&b, num);
+    jsonbuf_puts(&b, "{\"count\":");
+    jsonbuf_puts(&b, num);
     put_kv(&b, "lastTimestamp", last, true);
-    puts_(&b, "}");
-    if (b.oom) {
-        free(b.p);
-        return NULL;
-    }
-    *len = b.len;
-    return b.p;
+    jsonbuf_puts(&b, "}");
+    return jsonbuf_finish(&b, len);
 }
 
 /* --- the table ------------------------------------------------------------------ */

@@ -9,56 +9,7 @@
 #include <string.h>
 #include <yaml.h>
 
-struct buf {
-    char *data;
-    size_t len, cap;
-    bool oom;
-};
-
-static void put(struct buf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *d = realloc(b->data, cap);
-        if (d == NULL) {
-            b->oom = true;
-            return;
-        }
-        b->data = d;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-}
-
-static void puts_(struct buf *b, const char *s)
-{
-    put(b, s, strlen(s));
-}
-
-static void put_string(struct buf *b, const char *s, size_t n)
-{
-    put(b, "\"", 1);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        char esc[8];
-        if (c == '"' || c == '\\') {
-            esc[0] = '\\', esc[1] = (char)c;
-            put(b, esc, 2);
-        } else if (c < 0x20) {
-            snprintf(esc, sizeof esc, "\\u%04x", c);
-            put(b, esc, 6);
-        } else {
-            put(b, (const char *)&s[i], 1);
-        }
-    }
-    put(b, "\"", 1);
-}
+#include "jsonbuf.h"
 
 static bool matches(const char *pattern, const char *s)
 {
@@ -71,25 +22,25 @@ static bool matches(const char *pattern, const char *s)
 }
 
 /* A plain scalar under the YAML 1.2 core schema. */
-static void put_plain(struct buf *b, const char *s, size_t n)
+static void put_plain(struct jsonbuf *b, const char *s, size_t n)
 {
     if (n == 0 || strcmp(s, "~") == 0 || strcmp(s, "null") == 0 ||
         strcmp(s, "Null") == 0 || strcmp(s, "NULL") == 0) {
-        puts_(b, "null");
+        jsonbuf_puts(b, "null");
     } else if (strcmp(s, "true") == 0 || strcmp(s, "True") == 0 || strcmp(s, "TRUE") == 0) {
-        puts_(b, "true");
+        jsonbuf_puts(b, "true");
     } else if (strcmp(s, "false") == 0 || strcmp(s, "False") == 0 ||
                strcmp(s, "FALSE") == 0) {
-        puts_(b, "false");
+        jsonbuf_puts(b, "false");
     } else if (matches("^[-+]?[0-9]+$", s)) {
-        put(b, s[0] == '+' ? s + 1 : s, s[0] == '+' ? n - 1 : n);
+        jsonbuf_put(b, s[0] == '+' ? s + 1 : s, s[0] == '+' ? n - 1 : n);
     } else if (matches("^[-+]?(\\.[0-9]+|[0-9]+(\\.[0-9]*)?)([eE][-+]?[0-9]+)?$", s)) {
         char num[64];
         double v = strtod(s, NULL);
         snprintf(num, sizeof num, "%.17g", v);
-        puts_(b, num);
+        jsonbuf_puts(b, num);
     } else {
-        put_string(b, s, n);
+        jsonbuf_string(b, s, n);
     }
 }
 
@@ -112,7 +63,7 @@ char *yamljson_convert(const char *text, size_t len, size_t *out_len, char *err,
 
     yaml_parser_t parser;
     yaml_event_t ev;
-    struct buf b = {0};
+    struct jsonbuf b = {0};
     /* Per nesting level: 'm' mapping, 's' sequence; whether an item was
      * written; in a mapping, whether the next scalar is a key. */
     char kind[256];
@@ -139,7 +90,7 @@ char *yamljson_convert(const char *text, size_t len, size_t *out_len, char *err,
             int d = depth - 1;
             if (kind[d] == 's' || want_key[d]) {
                 if (!first[d])
-                    puts_(&b, ",");
+                    jsonbuf_puts(&b, ",");
                 first[d] = false;
             }
         }
@@ -154,12 +105,12 @@ char *yamljson_convert(const char *text, size_t len, size_t *out_len, char *err,
             size_t n = ev.data.scalar.length;
             bool key = depth > 0 && kind[depth - 1] == 'm' && want_key[depth - 1];
             if (key || ev.data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
-                put_string(&b, s, n);
+                jsonbuf_string(&b, s, n);
             else
                 put_plain(&b, s, n);
             if (depth > 0 && kind[depth - 1] == 'm') {
                 if (key)
-                    puts_(&b, ":");
+                    jsonbuf_puts(&b, ":");
                 want_key[depth - 1] = !key;
             }
             break;
@@ -183,12 +134,12 @@ char *yamljson_convert(const char *text, size_t len, size_t *out_len, char *err,
             first[depth] = true;
             want_key[depth] = true;
             depth++;
-            puts_(&b, ev.type == YAML_MAPPING_START_EVENT ? "{" : "[");
+            jsonbuf_puts(&b, ev.type == YAML_MAPPING_START_EVENT ? "{" : "[");
             break;
         case YAML_MAPPING_END_EVENT:
         case YAML_SEQUENCE_END_EVENT:
             depth--;
-            puts_(&b, kind[depth] == 'm' ? "}" : "]");
+            jsonbuf_puts(&b, kind[depth] == 'm' ? "}" : "]");
             break;
         case YAML_DOCUMENT_END_EVENT:
         case YAML_STREAM_END_EVENT:
@@ -212,6 +163,5 @@ char *yamljson_convert(const char *text, size_t len, size_t *out_len, char *err,
         free(b.data);
         return NULL;
     }
-    *out_len = b.len;
-    return b.data;
+    return jsonbuf_finish(&b, out_len);
 }
