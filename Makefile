@@ -89,7 +89,7 @@ test-fuzz: $(BUILD)/fuzz_lines ## Fuzz the watch stream framing (corpus + mutati
 
 # --- Lua specs (busted) ----------------------------------------------------
 .PHONY: test-lua
-test-lua: ## Lua specs of the scripts and templates (busted, offline), and luacheck
+test-lua: $(BIN) ## Lua specs of the scripts and templates (busted, offline), and luacheck
 	@tools/run-suite.sh lua bash -c 'if luacheck -q --no-color scripts templates spec host/*.lua; \
 	  then echo "ok - luacheck"; else echo "not ok - luacheck"; fi; busted --lua=lua5.4 spec/unit'
 

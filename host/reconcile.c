@@ -240,7 +240,7 @@ static void start(struct reconciler *r, const char *key, int64_t now)
         op->job = j;
         op->index = i;
         log_kv(LOG_INFO, "reconcile: writing", "pod", key, "verb", a->verb, "kind", a->kind,
-               "object", a->key, "differs", a->why, NULL);
+               "object", a->key, a->why ? "differs" : NULL, a->why, NULL);
         r->writes++;
         op->call = kube_request(r->kube, a->method, a->path, a->content_type, a->body,
                                 a->body_len, on_write, op);

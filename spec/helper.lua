@@ -30,6 +30,16 @@
 --   helper.plain(value)              -> value after a JSON encode/decode round
 --                                       trip, i.e. what the host would send
 --   helper.encode(value)             -> stable, indented JSON with sorted keys
+--   helper.operator_render(pod, opts)
+--                                    -> the children exactly as the operator
+--                                       writes them (its sandbox, budgets and
+--                                       stamps: namespace, labels,
+--                                       ownerReference), by running
+--                                       `envoy-router render`; or nil and its
+--                                       error text. opts: scripts_dir, args
+--                                       (a list of flags), bin (default
+--                                       $ENVOY_ROUTER_BIN, else
+--                                       build/envoy-router)
 --   helper.assert_golden(name, objects)
 --                                    asserts the objects equal the golden file
 --                                    (keys in any order, 80 == 80.0); with
@@ -119,6 +129,39 @@ function helper.render(pod, overrides, router)
   end
   router = router or require("router")
   return router.children(pod, helper.config(overrides))
+end
+
+local function shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+function helper.operator_render(pod, opts)
+  opts = opts or {}
+  if type(pod) == "string" then
+    pod = helper.pod(pod)
+  end
+  local bin = opts.bin or os.getenv("ENVOY_ROUTER_BIN") or "build/envoy-router"
+  local file, errfile = os.tmpname(), os.tmpname()
+  local f = assert(io.open(file, "w"))
+  f:write(cjson.encode(pod))
+  f:close()
+  local cmd = { shell_quote(bin), "render", "--pod", shell_quote(file) }
+  if opts.scripts_dir then
+    cmd[#cmd + 1] = "--scripts-dir " .. shell_quote(opts.scripts_dir)
+  end
+  for _, a in ipairs(opts.args or {}) do cmd[#cmd + 1] = shell_quote(a) end
+  local p = assert(io.popen(table.concat(cmd, " ") .. " 2>" .. errfile))
+  local out = p:read("a")
+  local ok = p:close()
+  local e = io.open(errfile)
+  local err = e and e:read("a") or ""
+  if e then e:close() end
+  os.remove(file)
+  os.remove(errfile)
+  if not ok then
+    return nil, err
+  end
+  return cjson.decode(out)
 end
 
 function helper.find(objects, kind)

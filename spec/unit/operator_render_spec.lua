@@ -1,0 +1,31 @@
+-- helper.operator_render: the children as the operator itself writes them
+-- (needs build/envoy-router, or $ENVOY_ROUTER_BIN).
+local helper = require("spec.helper")
+
+describe("helper.operator_render", function()
+  it("gives the stamped children of a fixture pod", function()
+    local children, err = helper.operator_render("plain", { args = { "--service-port", "81" } })
+    assert.is_nil(err)
+    local svc = helper.find(children, "Service")
+    assert.are.equal(81, svc.spec.ports[1].port)
+    assert.are.equal("envoy-router", svc.metadata.labels["app.kubernetes.io/managed-by"])
+    local pod = helper.pod("plain")
+    assert.are.equal(pod.metadata.uid, svc.metadata.ownerReferences[1].uid)
+    -- The operator's output agrees with the plain render, stamps aside.
+    local plain = helper.find(helper.render("plain", { servicePort = 81 }), "Service")
+    assert.are.same(plain.spec, svc.spec)
+  end)
+
+  it("reports a script error with file and line", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir " .. dir))
+    local f = assert(io.open(dir .. "/router.lua", "w"))
+    f:write("return { selector = 'a=b',\n children = function() error('nope') end }\n")
+    f:close()
+    local children, err = helper.operator_render("plain", { scripts_dir = dir })
+    os.execute("rm -rf " .. dir)
+    assert.is_nil(children)
+    assert.truthy(err:find("router.lua:2: nope", 1, true), err)
+  end)
+end)
