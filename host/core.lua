@@ -403,6 +403,14 @@ function M.reconcile(key)
     plan.reason = why
   end
   local wanted, writes, held = {}, {}, false
+  -- Until the pod's Service exists and is ours, nothing that points at a
+  -- Service by name is created: an EndpointSlice or HTTPRoute next to
+  -- someone else's Service of that name would feed the pod into it, even
+  -- for the one round trip the Service's create takes to come back 409.
+  local service_pending = false
+  for _, d in ipairs(desired) do
+    if d.r.kind == "Service" and store[d.r.res][d.key] == nil then service_pending = true end
+  end
   for _, d in ipairs(desired) do
     local id = d.r.res .. "\0" .. d.key
     wanted[id] = true
@@ -410,7 +418,9 @@ function M.reconcile(key)
     if obs == nil then
       -- a name found taken is only probed: the create fails until it is free
       if taken[id] then held = true end
-      writes[#writes + 1] = { a = action("create", d.r, d.key, d.obj), probe = taken[id] }
+      if d.r.kind == "Service" or not service_pending then
+        writes[#writes + 1] = { a = action("create", d.r, d.key, d.obj), probe = taken[id] }
+      end
     else
       local okey, ref = owner_key(obs)
       if not is_ours(obs) or okey ~= key then
@@ -472,9 +482,12 @@ function M.result(res, key, verb, status, body)
       local ok, o = pcall(cjson.decode, body)
       if ok and type(o) == "table" and type(o.metadata) == "table" then
         upsert(res, o, true)
-        -- the name is free again: the pod's other children can follow
+        -- A new Service (or a name free again): the pod's other children
+        -- can follow now.
         local pkey = owner_key(o)
-        if taken[id] and pkey then host.enqueue(pkey) end
+        if pkey and (taken[id] or (verb == "create" and res == "services")) then
+          host.enqueue(pkey)
+        end
       end
       taken[id] = nil
     end
