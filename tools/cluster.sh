@@ -234,6 +234,29 @@ EOF
 
 # ---- commands -------------------------------------------------------------
 
+# start_apiserver ETCD_PORT API_PORT: kube-apiserver with the cluster's PKI,
+# waiting for /readyz.
+start_apiserver() {
+  local etcd_port=$1 api=$2 p=$dir/pki
+  start kube-apiserver \
+    --etcd-servers="http://127.0.0.1:$etcd_port" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api" \
+    --cert-dir="$p/apiserver" \
+    --tls-cert-file="$p/apiserver.crt" --tls-private-key-file="$p/apiserver.key" \
+    --client-ca-file="$p/ca.crt" --token-auth-file="$p/tokens.csv" \
+    --authorization-mode=RBAC \
+    --disable-admission-plugins=ServiceAccount \
+    --service-cluster-ip-range="$service_range" \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$p/sa.pub" \
+    --service-account-signing-key-file="$p/sa.key" \
+    --allow-privileged=true --profiling=false
+  wait_for "kube-apiserver /readyz on port $api" "$dir/logs/kube-apiserver.log" \
+    bash -c '[[ $(curl -fsS --max-time 5 --cacert "$1" -H "Authorization: Bearer $(<"$2")" "$3") == ok ]]' \
+    _ "$p/ca.crt" "$dir/admin.token" "https://127.0.0.1:$api/readyz"
+
+}
+
 cmd_up() {
   local t0 c
   t0=$(date +%s.%N)
@@ -278,22 +301,7 @@ cmd_up() {
   wait_for "etcd on port $etcd_port" "$dir/logs/etcd.log" \
     curl -fsS --max-time 2 "http://127.0.0.1:$etcd_port/health"
 
-  start kube-apiserver \
-    --etcd-servers="http://127.0.0.1:$etcd_port" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api" \
-    --cert-dir="$p/apiserver" \
-    --tls-cert-file="$p/apiserver.crt" --tls-private-key-file="$p/apiserver.key" \
-    --client-ca-file="$p/ca.crt" --token-auth-file="$p/tokens.csv" \
-    --authorization-mode=RBAC \
-    --disable-admission-plugins=ServiceAccount \
-    --service-cluster-ip-range="$service_range" \
-    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
-    --service-account-key-file="$p/sa.pub" \
-    --service-account-signing-key-file="$p/sa.key" \
-    --allow-privileged=true --profiling=false
-  wait_for "kube-apiserver /readyz on port $api" "$dir/logs/kube-apiserver.log" \
-    bash -c '[[ $(curl -fsS --max-time 5 --cacert "$1" -H "Authorization: Bearer $(<"$2")" "$3") == ok ]]' \
-    _ "$p/ca.crt" "$dir/admin.token" "https://127.0.0.1:$api/readyz"
+  start_apiserver "$etcd_port" "$api"
 
   start kube-controller-manager \
     --kubeconfig="$kubeconfig" \
@@ -353,13 +361,27 @@ cmd_status() {
   return 1
 }
 
+# Kills kube-apiserver (SIGKILL: connections drop as in a crash or a network
+# cut) and starts it again on the same port with the same state, for tests
+# of reconnects. etcd and the controller-manager keep running.
+cmd_restart-apiserver() {
+  running || die "no running cluster in $dir (run: tools/cluster.sh up)"
+  local pid
+  pid=$(<"$dir/pids/kube-apiserver.pid")
+  kill -KILL "$pid"
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+  log "kube-apiserver killed; starting it again"
+  start_apiserver "$(sed -n 's/^etcd=//p' "$dir/ports")" "$(api_port)"
+  log "kube-apiserver is back on port $(api_port)"
+}
+
 cmd_env() {
   running || die "no running cluster in $dir (run: tools/cluster.sh up)"
   echo "export KUBECONFIG=$kubeconfig"
 }
 
 case ${1:-} in
-  up | down)
+  up | down | restart-apiserver)
     # One up/down at a time per parent directory. The lock is on the parent so
     # that `down` can remove the state directory while holding it.
     exec 9<"$(dirname "$dir")"
@@ -368,7 +390,7 @@ case ${1:-} in
     ;;
   status | env) "cmd_$1" ;;
   *)
-    echo "usage: $0 up|down|status|env   (state in \$CLUSTER_DIR, default .cache/cluster)" >&2
+    echo "usage: $0 up|down|restart-apiserver|status|env   (state in \$CLUSTER_DIR, default .cache/cluster)" >&2
     exit 2
     ;;
 esac

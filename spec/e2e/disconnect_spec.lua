@@ -1,0 +1,50 @@
+-- The API server goes away (killed, as in a crash or a network cut) and
+-- comes back: the operator keeps running, reconnects with backoff, resumes
+-- its watches without losing events, and keeps children right.
+local S = require("spec.e2e.support")
+
+local function slice_ip(ns, name)
+  local es = S.get(ns, "endpointslice", name)
+  return es and es.endpoints and es.endpoints[1].addresses[1]
+end
+
+describe("a dropped API server", function()
+  local ns, op
+
+  setup(function()
+    ns = S.namespace("e2e-disconnect")
+    S.pod(ns, "d1")
+    S.pod_status(ns, "d1", { ip = "10.30.0.1", ready = true })
+    op = S.operator({ "--watch-namespace", ns })
+    op:wait_ready()
+    S.eventually(function() return slice_ip(ns, "d1") == "10.30.0.1" end, 5)
+  end)
+
+  teardown(function()
+    if op then op:stop() end
+  end)
+
+  it("is survived, and what changed right after is not lost", function()
+    local _, ok, err = S.sh(S.quote((os.getenv("ENVOY_ROUTER_ROOT") or ".") .. "/tools/cluster.sh")
+      .. " restart-apiserver")
+    assert.is_true(ok, err)
+    -- Changes made before the operator has reconnected: its watches resume
+    -- from the last resourceVersion they saw, so these events still arrive.
+    S.pod_status(ns, "d1", { ip = "10.30.0.9", ready = true })
+    S.pod(ns, "d2")
+    S.pod_status(ns, "d2", { ip = "10.30.0.2", ready = true })
+    assert.is_true(op:alive())
+    S.eventually(function() return slice_ip(ns, "d1") == "10.30.0.9" end, 20, "d1 updated")
+    S.eventually(function() return slice_ip(ns, "d2") == "10.30.0.2" end, 20, "d2 created")
+    assert.is_true(op:alive())
+    local restarts = op:metric("envoy_router_watch_restarts_total")
+    assert.is_true(restarts >= 4, "watch restarts counted: " .. restarts)
+  end)
+
+  it("keeps children right afterwards", function()
+    S.must("delete endpointslice d2 -n " .. ns)
+    S.eventually(function() return slice_ip(ns, "d2") == "10.30.0.2" end, 5, "d2 restored")
+    local _, code = op:http(op.health_port, "/readyz")
+    assert.are.equal(200, code)
+  end)
+end)
