@@ -190,6 +190,12 @@ function S.operator(args, env)
   return op
 end
 
+-- An operator process started some other way (e.g. with the exact args of a
+-- rendered Deployment): fields pid, log, metrics_port, health_port.
+function S.adopt(fields)
+  return setmetatable(fields, Operator)
+end
+
 function Operator:log_text()
   local f = io.open(self.log, "r")
   if not f then return "" end

@@ -79,9 +79,8 @@ local function sa_kubeconfig(ns, sa)
 end
 
 -- The operator of an installed release: args and env of its Deployment's
--- container, started under `env -i` with only that env.
-local Op = {}
-Op.__index = Op
+-- container, started under `env -i` with only that env. It is driven with
+-- spec/e2e/support.lua's operator methods (stop, http, metric, log_text).
 
 local function start_operator(ns, release)
   local deploys = S.list(ns, "deployment", "app.kubernetes.io/instance=" .. release
@@ -111,8 +110,8 @@ local function start_operator(ns, release)
   local cmd = string.format("exec env -i %s %s %s", table.concat(env, " "), q(S.bin),
     table.concat(args, " "))
   local pid = S.sh("(" .. cmd .. " >" .. log .. " 2>&1 & echo $!)"):match("%d+")
-  local op = setmetatable({ pid = tonumber(pid), log = log, cmd = cmd, args = c.args,
-    kubeconfig = kubeconfig }, Op)
+  local op = S.adopt({ pid = tonumber(pid), log = log, cmd = cmd, args = c.args,
+    kubeconfig = kubeconfig })
   for _, a in ipairs(c.args) do
     op.health_port = op.health_port
       or tonumber(a:match("^%-%-health%-probe%-bind%-address=:(%d+)$"))
@@ -121,44 +120,15 @@ local function start_operator(ns, release)
   return op
 end
 
-function Op:log_text()
-  local f = io.open(self.log, "r")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
+-- Stops an operator and removes its kubeconfig.
+local function stop_operator(op)
+  op:stop()
+  os.remove(op.kubeconfig)
 end
 
-function Op:alive()
-  local _, ok = S.sh("kill -0 " .. self.pid)
-  return ok
-end
-
-function Op:stop()
-  if self:alive() then
-    S.sh("kill -TERM " .. self.pid)
-    S.eventually(function() return not self:alive() end, 15, "operator exit")
-  end
-  os.remove(self.kubeconfig)
-end
-
-function Op.get(_, port, path)
-  local out = S.sh(string.format("curl -s -m 2 -w '\\n%%{http_code}' http://127.0.0.1:%d%s",
-    port, path))
-  local body, code = out:match("^(.*)\n(%d+)$")
-  return body or "", tonumber(code)
-end
-
-function Op:metric(name)
-  local body = self:get(self.metrics_port, "/metrics")
-  return tonumber(body:match("\n" .. name:gsub("%p", "%%%0") .. " (%S+)")
-    or body:match("^" .. name:gsub("%p", "%%%0") .. " (%S+)"))
-end
-
--- Every namespace the operator's JSON log lines name.
-function Op:namespaces_logged()
+local function namespaces_logged(op)
   local seen = {}
-  for line in self:log_text():gmatch("[^\n]+") do
+  for line in op:log_text():gmatch("[^\n]+") do
     local ok, rec = pcall(cjson.decode, line)
     if ok and type(rec) == "table" then
       for k, v in pairs(rec) do
@@ -219,7 +189,7 @@ describe("helm install of charts/envoy-router", function()
   end)
 
   teardown(function()
-    for _, op in pairs(ops) do op:stop() end
+    for _, op in pairs(ops) do stop_operator(op) end
     for _, rn in ipairs({ { r1, ns1 }, { r2, ns2 }, { r3, ns3 } }) do
       helm(string.format("uninstall %s -n %s", rn[1], rn[2]))
     end
@@ -279,12 +249,12 @@ describe("helm install of charts/envoy-router", function()
     for i, op in ipairs(ops) do
       assert.is_truthy(op.health_port, "no health port in " .. op.cmd)
       S.eventually(function()
-        local _, code = op:get(op.health_port, "/readyz")
+        local _, code = op:http(op.health_port, "/readyz")
         return code == 200
       end, 15, "operator " .. i .. " ready; log: " .. op:log_text())
-      local _, code = op:get(op.health_port, "/healthz")
+      local _, code = op:http(op.health_port, "/healthz")
       assert.are.equal(200, code)
-      local _, mcode = op:get(op.metrics_port, "/metrics")
+      local _, mcode = op:http(op.metrics_port, "/metrics")
       assert.are.equal(200, mcode)
     end
     local joined = table.concat(ops[2].args, " ")
@@ -328,7 +298,7 @@ describe("helm install of charts/envoy-router", function()
     assert.are.equal(1, ops[1]:metric("envoy_router_managed_pods"))
     assert.are.equal(1, ops[2]:metric("envoy_router_managed_pods"))
     -- Each operator's log names its own namespace and never the other.
-    local seen1, seen2 = ops[1]:namespaces_logged(), ops[2]:namespaces_logged()
+    local seen1, seen2 = namespaces_logged(ops[1]), namespaces_logged(ops[2])
     assert.is_true(seen1[ns1], "operator 1 never logged " .. ns1 .. ":\n" .. ops[1]:log_text())
     assert.is_nil(seen1[ns2], "operator 1 logged " .. ns2 .. ":\n" .. ops[1]:log_text())
     assert.is_true(seen2[ns2], "operator 2 never logged " .. ns2 .. ":\n" .. ops[2]:log_text())
@@ -346,7 +316,7 @@ describe("helm install of charts/envoy-router", function()
     -- Their Deployments are gone, so are the operators.
     assert.is_nil(S.get(ns1, "deployment", "first-envoy-router"))
     assert.is_nil(S.get(ns2, "deployment", "second-envoy-router"))
-    for _, op in ipairs(ops) do op:stop() end
+    for _, op in ipairs(ops) do stop_operator(op) end
     ops = {}
     assert.are.equal("", release_objects(ns1, r1))
     assert.are.equal("", release_objects(ns2, r2))
@@ -386,7 +356,7 @@ describe("helm install of charts/envoy-router", function()
     local op = start_operator(ns3, r3)
     ops[1] = op
     S.eventually(function()
-      local _, code = op:get(op.health_port, "/readyz")
+      local _, code = op:http(op.health_port, "/readyz")
       return code == 200
     end, 15, "operator ready; log: " .. op:log_text())
     -- Leader election: the Lease in the release namespace, held under the
@@ -400,7 +370,7 @@ describe("helm install of charts/envoy-router", function()
     S.pod_status(ns3, "web-c", { ip = "10.244.3.10", ready = true })
     local route = S.eventually(function() return S.get(ns3, "httproute", "web-c") end, 10)
     assert.are.equal("third-envoy-router-gateway", route.spec.parentRefs[1].name)
-    op:stop()
+    stop_operator(op)
     ops = {}
     must_helm("uninstall " .. r3 .. " -n " .. ns3 .. " --wait --timeout 60s")
     assert.is_nil(cget("clusterrole", name))
