@@ -58,6 +58,10 @@ local taken = {}
 -- edit left a Service port entry that another field manager owns, which
 -- apply cannot remove. The next write of that child is a full update.
 local replace_next = {}
+-- "res\0objkey" -> pod key, for the creates and probes in flight: the
+-- answer to a probe has to queue the pod, whose key may differ from the
+-- child's (hashed names).
+local wanted_by = {}
 local generation = {}  -- res -> current list generation
 for res in pairs(RESOURCES) do
   store[res], owner_of[res], seen[res] = {}, {}, {}
@@ -334,7 +338,11 @@ end
 local function action(verb, r, okey, obj, uid)
   local ns, name = okey:match("^([^/]*)/(.*)$")
   local a = { verb = verb, res = r.res, key = okey, kind = r.kind, name = name }
-  if verb == "create" then
+  if verb == "get" then
+    a.method = "GET"
+    a.path = host.path(r.apiVersion, r.kind, ns, name)
+    a.body = ""
+  elseif verb == "create" then
     a.method = "POST"
     a.path = host.path(r.apiVersion, r.kind, ns, nil) .. "?fieldManager=" .. MANAGER
     a.body = encode(obj)
@@ -402,7 +410,9 @@ function M.reconcile(key)
     desired = list or {}
     plan.reason = why
   end
-  local wanted, writes, held = {}, {}, false
+  -- held: a name is not ours, so nothing new is written; probing: we do not
+  -- know yet whose it is, so nothing is deleted either.
+  local wanted, writes, held, probing, conflict = {}, {}, false, false, false
   -- Until the pod's Service exists and is ours, nothing that points at a
   -- Service by name is created: an EndpointSlice or HTTPRoute next to
   -- someone else's Service of that name would feed the pod into it, even
@@ -416,15 +426,24 @@ function M.reconcile(key)
     wanted[id] = true
     local obs = store[d.r.res][d.key]
     if obs == nil then
-      -- a name found taken is only probed: the create fails until it is free
-      if taken[id] then held = true end
-      if d.r.kind == "Service" or not service_pending then
-        writes[#writes + 1] = { a = action("create", d.r, d.key, d.obj), probe = taken[id] }
+      if taken[id] then
+        -- A create met an object we do not see. Read it: it may be ours
+        -- with our label taken off by hand (then it is adopted and
+        -- repaired), someone else's (a conflict), or gone.
+        held, probing = true, true
+        wanted_by[id] = key
+        writes[#writes + 1] = { a = action("get", d.r, d.key), probe = true }
+      elseif d.r.kind == "Service" or not service_pending then
+        wanted_by[id] = key
+        writes[#writes + 1] = { a = action("create", d.r, d.key, d.obj) }
       end
     else
       local okey, ref = owner_key(obs)
-      if not is_ours(obs) or okey ~= key then
-        held = true
+      -- Ours: our label, or (label taken off by hand) our controller
+      -- reference to this very pod.
+      local ours = okey == key and (is_ours(obs) or ref.uid == pod.metadata.uid)
+      if not ours then
+        held, conflict = true, true
         plan.problems[#plan.problems + 1] = {
           reason = "NameConflict",
           message = string.format("%s %s already exists and belongs to %s; this pod gets no "
@@ -452,7 +471,12 @@ function M.reconcile(key)
   for _, w in ipairs(writes) do
     if w.probe or not held then plan.actions[#plan.actions + 1] = w.a end
   end
-  if held then wanted = {} end
+  -- A known conflict: what the pod has must go (it would feed someone
+  -- else's Service). While only probing, keep it as it is.
+  if conflict then wanted = {} end
+  if probing and not conflict then
+    for id in pairs(owned[key] or {}) do wanted[id] = true end
+  end
   -- What this pod owns and no longer wants goes; sorted for stable plans.
   local ids = {}
   for id in pairs(owned[key] or {}) do
@@ -474,6 +498,26 @@ end
 -- name) or "rejected" (the server refused the object: 4xx).
 function M.result(res, key, verb, status, body)
   local id = res .. "\0" .. key
+  if verb == "get" then
+    if status == 404 then
+      -- The name is free again: the pod can create it.
+      taken[id] = nil
+      if wanted_by[id] then host.enqueue(wanted_by[id]) end
+      return "ok"
+    end
+    if status ~= 200 then return "retry" end
+    local o = cjson.decode(body)
+    local pkey, ref = owner_key(o)
+    local pod = pkey and pods[pkey]
+    if pod and ref.uid == pod.metadata.uid then
+      taken[id], wanted_by[id] = nil, nil
+      -- Outside our label selector, so the watch will not tell us about it
+      -- until the repair puts the label back.
+      upsert(res, o, false)
+      return "ok"
+    end
+    return "conflict"
+  end
   if status >= 200 and status < 300 then
     if verb == "delete" then
       remove(res, key, true)
@@ -489,7 +533,7 @@ function M.result(res, key, verb, status, body)
           host.enqueue(pkey)
         end
       end
-      taken[id] = nil
+      taken[id], wanted_by[id] = nil, nil
     end
     return "ok"
   end
@@ -499,8 +543,10 @@ function M.result(res, key, verb, status, body)
     return "ok"
   end
   if verb == "create" and status == 409 then
+    -- Someone's object, or ours out of sight of the watch: the next plan
+    -- reads it to tell.
     taken[id] = true
-    return "conflict"
+    return "retry"
   end
   if status == 400 or status == 403 or status == 404 or status == 422 then return "rejected" end
   return "retry"

@@ -239,11 +239,15 @@ static void start(struct reconciler *r, const char *key, int64_t now)
         struct op *op = &j->ops[i];
         op->job = j;
         op->index = i;
-        log_kv(LOG_INFO, "reconcile: writing", "pod", key, "verb", a->verb, "kind", a->kind,
-               "object", a->key, a->why ? "differs" : NULL, a->why, NULL);
-        r->writes++;
-        op->call = kube_request(r->kube, a->method, a->path, a->content_type, a->body,
-                                a->body_len, on_write, op);
+        bool read = strcmp(a->method, "GET") == 0;   /* a probe of a taken name */
+        log_kv(read ? LOG_DEBUG : LOG_INFO,
+               read ? "reconcile: reading a taken name" : "reconcile: writing", "pod", key,
+               "verb", a->verb, "kind", a->kind, "object", a->key,
+               a->why ? "differs" : NULL, a->why, NULL);
+        if (!read)
+            r->writes++;
+        op->call = kube_request(r->kube, a->method, a->path, a->content_type,
+                                read ? NULL : a->body, read ? 0 : a->body_len, on_write, op);
         if (op->call == NULL) {
             struct kube_response none = {0, "", 0, "out of memory"};
             on_write(op, &none);    /* the last one finishes and frees j */

@@ -306,7 +306,7 @@ static void test_conflicting_create_is_classified(void **state)
     struct core_plan p;
     list(f, "pods", POD("p1", "10.1.2.3", "True"));
     plan(f, "ns/p1", &p);
-    assert_int_equal(core_result(f->core, &p.actions[0], 409, "{}", 2), CORE_CONFLICT);
+    assert_int_equal(core_result(f->core, &p.actions[0], 409, "{}", 2), CORE_RETRY);
     assert_int_equal(core_result(f->core, &p.actions[0], 422, "{}", 2), CORE_REJECTED);
     assert_int_equal(core_result(f->core, &p.actions[0], 500, "{}", 2), CORE_RETRY);
     assert_int_equal(core_result(f->core, &p.actions[0], 0, NULL, 0), CORE_RETRY);
@@ -337,24 +337,38 @@ static void test_taken_name_holds_back_the_other_children(void **state)
     struct core_plan p;
     list(f, "pods", POD("p1", "10.1.2.3", "True"));
     /* Only the Service is tried first: nothing that points at it yet. */
-    for (int round = 0; round < 2; round++) {
-        plan(f, "ns/p1", &p);
-        assert_int_equal(p.n_actions, 1);
-        assert_string_equal(p.actions[0].res, "services");
-        assert_string_equal(p.actions[0].verb, "create");
-        assert_int_equal(core_result(f->core, &p.actions[0], 409, "{}", 2), CORE_CONFLICT);
-        core_plan_free(&p);
-    }
-    f->n_queued = 0;
-
-    /* Still taken: only the probe. */
     plan(f, "ns/p1", &p);
     assert_int_equal(p.n_actions, 1);
     assert_string_equal(p.actions[0].res, "services");
-    /* The name is free now: the Service is made and the pod queued again. */
-    answer_one(f, &p.actions[0], 0);
+    assert_string_equal(p.actions[0].verb, "create");
+    assert_int_equal(core_result(f->core, &p.actions[0], 409, "{}", 2), CORE_RETRY);
+    core_plan_free(&p);
+
+    /* Then the name is read, not written: someone else's Service. */
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 1);
+    assert_string_equal(p.actions[0].verb, "get");
+    assert_string_equal(p.actions[0].method, "GET");
+    assert_string_equal(p.actions[0].path, "/api/v1/namespaces/ns/services/p1");
+    const char *theirs = "{\"metadata\":{\"name\":\"p1\",\"namespace\":\"ns\",\"uid\":\"s9\"},"
+                         "\"spec\":{\"ports\":[{\"port\":9}]}}";
+    assert_int_equal(core_result(f->core, &p.actions[0], 200, theirs, strlen(theirs)),
+                     CORE_CONFLICT);
+    core_plan_free(&p);
+    f->n_queued = 0;
+
+    /* The user deletes theirs: the probe finds the name free, the pod is
+     * queued, the Service is created, then the rest. */
+    plan(f, "ns/p1", &p);
+    assert_string_equal(p.actions[0].verb, "get");
+    assert_int_equal(core_result(f->core, &p.actions[0], 404, "{}", 2), CORE_OK);
     assert_int_equal(f->n_queued, 1);
     assert_string_equal(f->queued[0], "ns/p1");
+    core_plan_free(&p);
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 1);
+    assert_string_equal(p.actions[0].verb, "create");
+    answer_one(f, &p.actions[0], 0);
     core_plan_free(&p);
 
     plan(f, "ns/p1", &p);
@@ -363,6 +377,44 @@ static void test_taken_name_holds_back_the_other_children(void **state)
         assert_string_equal(p.actions[i].verb, "create");
         assert_string_not_equal(p.actions[i].res, "services");
     }
+    core_plan_free(&p);
+}
+
+/* Our own Service with our label taken off by hand drops out of the watch;
+ * the create meets it (409), the probe reads it, sees our controller
+ * reference to this pod, and the label is put back with an apply. */
+static void test_own_child_without_label_is_adopted(void **state)
+{
+    struct fixture *f = *state;
+    struct core_plan p;
+    list(f, "pods", POD("p1", "10.1.2.3", "True"));
+    plan(f, "ns/p1", &p);
+    assert_int_equal(core_result(f->core, &p.actions[0], 409, "{}", 2), CORE_RETRY);
+    core_plan_free(&p);
+    plan(f, "ns/p1", &p);
+    assert_string_equal(p.actions[0].verb, "get");
+    const char *ours = "{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"p1\","
+                       "\"namespace\":\"ns\",\"uid\":\"s1\",\"labels\":{\"envoy-router/pod\":\"p1\"},"
+                       "\"ownerReferences\":[{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"name\":\"p1\","
+                       "\"uid\":\"uid-p1\",\"controller\":true,\"blockOwnerDeletion\":false}]},"
+                       "\"spec\":{\"clusterIP\":\"None\",\"ports\":[{\"name\":\"http\",\"port\":80,"
+                       "\"targetPort\":8080,\"protocol\":\"TCP\"}]}}";
+    assert_int_equal(core_result(f->core, &p.actions[0], 200, ours, strlen(ours)), CORE_OK);
+    core_plan_free(&p);
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_problems, 0);
+    int applies = 0;
+    for (size_t i = 0; i < p.n_actions; i++) {
+        if (strcmp(p.actions[i].res, "services") == 0) {
+            assert_string_equal(p.actions[i].verb, "apply");
+            assert_non_null(strstr(p.actions[i].why, "labels"));
+            applies++;
+        } else {
+            assert_string_equal(p.actions[i].verb, "create");
+        }
+    }
+    assert_int_equal(applies, 1);
+    assert_int_equal(p.n_actions, 3);
     core_plan_free(&p);
 }
 
@@ -423,6 +475,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_render_and_check, setup, teardown),
         cmocka_unit_test_setup_teardown(test_taken_name_holds_back_the_other_children, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_own_child_without_label_is_adopted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_apply_is_followed_by_a_full_update, setup,
                                         teardown),
     };
