@@ -392,7 +392,7 @@ end
 
 -- The plan for one pod key:
 --   { actions = {...}, problems = { {reason, message}... }, error = text|nil,
---     pod = { name, namespace, uid } | nil, managed = bool }
+--     pod = { name, namespace, uid } | nil }
 -- An error (script failure, invalid child) means: write nothing, report,
 -- retry later; children stay as they are.
 function M.reconcile(key)
@@ -408,7 +408,6 @@ function M.reconcile(key)
       return plan
     end
     desired = list or {}
-    plan.reason = why
   end
   -- held: a name is not ours, so nothing new is written; probing: we do not
   -- know yet whose it is, so nothing is deleted either.
@@ -489,7 +488,6 @@ function M.reconcile(key)
     plan.actions[#plan.actions + 1] = action("delete", RESOURCES[res], okey, nil,
       val(obs.metadata.uid))
   end
-  plan.managed = #desired > 0 and not held
   return plan
 end
 

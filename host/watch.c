@@ -15,15 +15,12 @@
 #define BACKOFF_MIN_MS 500
 #define BACKOFF_MAX_MS 30000
 
-enum phase { IDLE, LISTING, WATCHING, WAITING };
-
 struct watch {
     struct kube *kube;
     struct timers *timers;
     struct core *core;
     const struct kube_resource *r;
     char *res, *ns, *selector;
-    enum phase phase;
     bool synced;
     bool relist;                 /* the next start is a relist */
     bool relist_now;             /* ... at once (410), not after a backoff */
@@ -34,7 +31,6 @@ struct watch {
     uint64_t timer;
     int64_t backoff_ms;
     int64_t watch_started_ms;
-    unsigned events;             /* events in the current stream */
 };
 
 static struct metric *restarts(void)
@@ -77,7 +73,6 @@ static void on_timer(void *arg)
 static void retry_later(struct watch *w, const char *reason)
 {
     count_restart(w, reason);
-    w->phase = WAITING;
     int64_t delay = jitter(w->backoff_ms);
     w->backoff_ms = w->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : w->backoff_ms * 2;
     w->timer = timers_add(w->timers, clock_ms() + delay, on_timer, w);
@@ -159,7 +154,6 @@ static void start_list(struct watch *w, bool fresh)
         log_kv(LOG_ERROR, "watch: list path too long", "resource", w->res, NULL);
         return;
     }
-    w->phase = LISTING;
     w->call = kube_request(w->kube, "GET", path, NULL, NULL, 0, on_list, w);
     if (w->call == NULL)
         retry_later(w, "oom");
@@ -192,7 +186,6 @@ static int on_line(void *arg, const char *line, size_t len)
         free(w->rv);
         w->rv = rv;
     }
-    w->events++;
     w->backoff_ms = BACKOFF_MIN_MS;
     return 0;
 }
@@ -261,8 +254,6 @@ static void start_watch(struct watch *w)
         return;
     }
     lines_reset(w->lines);
-    w->phase = WATCHING;
-    w->events = 0;
     w->watch_started_ms = clock_ms();
     w->call = kube_watch(w->kube, path, on_data, on_watch_end, w);
     if (w->call == NULL)
@@ -308,7 +299,6 @@ static void stop(struct watch *w)
         timers_cancel(w->timers, w->timer);
         w->timer = 0;
     }
-    w->phase = IDLE;
 }
 
 void watch_free(struct watch *w)
