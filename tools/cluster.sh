@@ -322,7 +322,7 @@ cmd_up() {
   for c in "${files[@]}"; do fargs+=(-f "$c"); done
   kctl apply --server-side --field-manager=envoy-router-tests "${fargs[@]}" \
     >"$dir/logs/crds.log" 2>&1 || { tail -n 20 "$dir/logs/crds.log" >&2; die "CRD install failed"; }
-  kctl wait --for=condition=Established --timeout="${ready_timeout}s" "${fargs[@]}" \
+  KUBECTL=$bin/kubectl "$top/tools/wait-established.sh" "$ready_timeout" --kubeconfig="$kubeconfig" "${fargs[@]}" \
     >>"$dir/logs/crds.log" 2>&1 || { tail -n 20 "$dir/logs/crds.log" >&2; die "CRDs not Established"; }
 
   wait_for "kube-controller-manager /healthz on port $kcm_port" \

@@ -73,7 +73,7 @@ check "CRDs: Envoy Gateway and ServiceMonitor CRDs applied server-side" \
   k apply --server-side --force-conflicts \
     -f .cache/src/gateway/charts/gateway-helm/charts/crds/crds/generated/ \
     -f .cache/src/prometheus-operator/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml
-check "CRDs established" k wait --for=condition=Established --timeout=60s \
+check "CRDs established" env KUBECTL="$kubectl" tools/wait-established.sh 60 \
   crd/envoyproxies.gateway.envoyproxy.io crd/servicemonitors.monitoring.coreos.com \
   crd/gateways.gateway.networking.k8s.io crd/httproutes.gateway.networking.k8s.io
 
