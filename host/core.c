@@ -350,6 +350,9 @@ static int read_plan(lua_State *L, int idx, struct core_plan *plan)
         lua_rawgeti(L, -1, (lua_Integer)i + 1);
         plan->problems[i].reason = dup_field(L, lua_gettop(L), "reason", NULL);
         plan->problems[i].message = dup_field(L, lua_gettop(L), "message", NULL);
+        lua_getfield(L, -1, "notice");
+        plan->problems[i].notice = lua_toboolean(L, -1);
+        lua_pop(L, 1);
         lua_pop(L, 1);
         plan->n_problems++;
     }
@@ -481,6 +484,21 @@ void core_stats(struct core *c, size_t *managed, size_t *pods, size_t *children)
         *managed = (size_t)lua_tointeger(c->L, 2);
         *pods = (size_t)lua_tointeger(c->L, 3);
         *children = (size_t)lua_tointeger(c->L, 4);
+    }
+    lua_settop(c->L, 0);
+}
+
+void core_route_states(struct core *c, size_t *accepted, size_t *not_accepted,
+                       size_t *unresolved, size_t *pending)
+{
+    char err[256];
+    *accepted = *not_accepted = *unresolved = *pending = 0;
+    prepare(c, "route_states");
+    if (invoke(c, 0, 4, err, sizeof err) == 0) {
+        *accepted = (size_t)lua_tointeger(c->L, 2);
+        *not_accepted = (size_t)lua_tointeger(c->L, 3);
+        *unresolved = (size_t)lua_tointeger(c->L, 4);
+        *pending = (size_t)lua_tointeger(c->L, 5);
     }
     lua_settop(c->L, 0);
 }

@@ -67,8 +67,9 @@ struct core_action {
 
 /* Something the pod's owner should hear about (a Kubernetes Event). */
 struct core_problem {
-    char *reason;        /* "NameConflict", ... */
+    char *reason;        /* "NameConflict", "RouteNotAccepted", ... */
     char *message;
+    bool notice;         /* reported once, nothing to retry (a route's state) */
 };
 
 struct core_plan {
@@ -107,6 +108,13 @@ int core_check(struct core *c, char *err, size_t errlen);
 
 /* Queues every cached pod and every owner of a cached child; returns how many. */
 size_t core_enqueue_all(struct core *c);
+
+/* Cached HTTPRoutes by what their Gateway controller wrote in
+ * status.parents[].conditions for the route's own parentRefs: Accepted=True
+ * (and ResolvedRefs not False), Accepted=False, Accepted=True with
+ * ResolvedRefs=False, no (current) answer yet. Derived from the cache. */
+void core_route_states(struct core *c, size_t *accepted, size_t *not_accepted,
+                       size_t *unresolved, size_t *pending);
 
 /* Pods with at least one child, cached pods, cached children. */
 void core_stats(struct core *c, size_t *managed, size_t *pods, size_t *children);

@@ -62,6 +62,13 @@ local replace_next = {}
 -- answer to a probe has to queue the pod, whose key may differ from the
 -- child's (hashed names).
 local wanted_by = {}
+-- object key -> { state, reason, message } of each cached HTTPRoute, read
+-- from the conditions its Gateway controller writes (the only part of a
+-- route's status the host keeps).
+local route_health = {}
+-- pod key -> { [route key] = problem }: a route of that pod turned not
+-- accepted (or unresolved) and the pod's next plan reports it, once.
+local notices = {}
 local generation = {}  -- res -> current list generation
 for res in pairs(RESOURCES) do
   store[res], owner_of[res], seen[res] = {}, {}, {}
@@ -130,6 +137,55 @@ local function project_child(o)
   return o
 end
 
+-- What the Gateway controller says about a route (before project_child drops
+-- the status): for each of the route's own parentRefs, the status entry of
+-- that parent and its Accepted and ResolvedRefs conditions, ignoring ones
+-- written for an older generation of the spec. Returns
+-- { state = "accepted" | "not_accepted" | "unresolved" | "pending",
+--   reason, message } (reason and message for the two bad states).
+local function health_of(o)
+  local md, spec, st = o.metadata or {}, val(o.spec) or {}, val(o.status) or {}
+  local ns, gen = val(md.namespace), val(md.generation)
+  local refs, parents = val(spec.parentRefs) or {}, val(st.parents) or {}
+  if #refs == 0 then return { state = "pending" } end
+  local answered, unresolved = 0, nil
+  for _, ref in ipairs(refs) do
+    local want_ns = val(ref.namespace) or ns
+    for _, p in ipairs(parents) do
+      local pr = val(p.parentRef) or {}
+      if pr.name == ref.name and (val(pr.namespace) or ns) == want_ns
+          and (val(pr.kind) or "Gateway") == (val(ref.kind) or "Gateway") then
+        local where = string.format("Gateway %s/%s (%s)", want_ns, tostring(ref.name),
+          tostring(val(p.controllerName) or "unknown controller"))
+        local accepted, resolved
+        for _, c in ipairs(val(p.conditions) or {}) do
+          local og = val(c.observedGeneration)
+          if og == nil or gen == nil or og >= gen then
+            if c.type == "Accepted" then accepted = c end
+            if c.type == "ResolvedRefs" then resolved = c end
+          end
+        end
+        if accepted and accepted.status == "False" then
+          return { state = "not_accepted", reason = tostring(val(accepted.reason) or ""),
+                   message = tostring(val(accepted.message) or ""), parent = where }
+        end
+        if accepted and accepted.status == "True" then
+          answered = answered + 1
+          -- No ready endpoint is the pod's readiness, not a broken route.
+          if resolved and resolved.status == "False" and resolved.reason ~= "EndpointsNotFound" then
+            unresolved = unresolved or { state = "unresolved",
+              reason = tostring(val(resolved.reason) or ""),
+              message = tostring(val(resolved.message) or ""), parent = where }
+          end
+        end
+        break
+      end
+    end
+  end
+  if answered < #refs then return { state = "pending" } end
+  return unresolved or { state = "accepted" }
+end
+
 -- The pod key a child belongs to: its controller ownerReference to a Pod.
 local function owner_key(o)
   local md = o.metadata or {}
@@ -168,6 +224,24 @@ local function upsert(res, o, quiet)
   end
   local old = owner_of[res][key]
   local pkey = owner_key(o)
+  if res == "httproutes" then
+    local h, was = health_of(o), route_health[key]
+    route_health[key] = h
+    -- One report per change of state (or of the controller's reason), not
+    -- one per status write.
+    local bad = h.state == "not_accepted" or h.state == "unresolved"
+    if pkey and bad and not (was and was.state == h.state and was.reason == h.reason) then
+      notices[pkey] = notices[pkey] or {}
+      notices[pkey][key] = {
+        reason = h.state == "not_accepted" and "RouteNotAccepted" or "RouteRefsUnresolved",
+        message = string.format("HTTPRoute %s is %s by %s: %s: %s", key,
+          h.state == "not_accepted" and "not accepted" or "accepted but its backends are not "
+          .. "resolved", h.parent, h.reason, h.message),
+      }
+    elseif pkey and not bad and notices[pkey] then
+      notices[pkey][key] = nil
+    end
+  end
   -- Items of built-in lists carry no apiVersion/kind; desired ones do.
   o.apiVersion, o.kind = RESOURCES[res].apiVersion, RESOURCES[res].kind
   store[res][key] = project_child(o)
@@ -192,6 +266,10 @@ local function remove(res, key, quiet)
   local pkey = owner_of[res][key]
   store[res][key] = nil
   seen[res][key] = nil
+  if res == "httproutes" then
+    route_health[key] = nil
+    if pkey and notices[pkey] then notices[pkey][key] = nil end
+  end
   link(res, key, nil)
   if pkey and not quiet then host.enqueue(pkey) end
 end
@@ -420,6 +498,36 @@ function M.reconcile(key)
   for _, d in ipairs(desired) do
     if d.r.kind == "Service" and store[d.r.res][d.key] == nil then service_pending = true end
   end
+  -- The pod's other children also name each of its HTTPRoutes as an owner
+  -- (not the controller). The garbage collector deletes an object only once
+  -- all its owners are gone, so when the pod goes it removes the route
+  -- first and the Service and EndpointSlice after it: Envoy Gateway answers
+  -- 500 for a route whose Service is gone, 503 and then 404 otherwise. The
+  -- owner needs the route's uid, so a new pod's EndpointSlice waits for its
+  -- route (created once the Service is ours) and the Service is updated once.
+  local route_refs, route_pending = {}, false
+  for _, d in ipairs(desired) do
+    if d.r.kind == "HTTPRoute" then
+      local obs = store[d.r.res][d.key]
+      local uid = obs and val(obs.metadata.uid)
+      if uid and owner_key(obs) == key and val(obs.metadata.deletionTimestamp) == nil then
+        route_refs[#route_refs + 1] = {
+          apiVersion = d.r.apiVersion, kind = "HTTPRoute", name = val(obs.metadata.name),
+          uid = uid, controller = false, blockOwnerDeletion = false,
+        }
+      else
+        route_pending = true
+      end
+    end
+  end
+  for _, d in ipairs(desired) do
+    if d.r.kind ~= "HTTPRoute" then
+      for _, ref in ipairs(route_refs) do
+        local refs = d.obj.metadata.ownerReferences
+        refs[#refs + 1] = ref
+      end
+    end
+  end
   for _, d in ipairs(desired) do
     local id = d.r.res .. "\0" .. d.key
     wanted[id] = true
@@ -432,7 +540,8 @@ function M.reconcile(key)
         held, probing = true, true
         wanted_by[id] = key
         writes[#writes + 1] = { a = action("get", d.r, d.key), probe = true }
-      elseif d.r.kind == "Service" or not service_pending then
+      elseif d.r.kind == "Service" or (not service_pending
+          and (d.r.kind == "HTTPRoute" or not route_pending)) then
         wanted_by[id] = key
         writes[#writes + 1] = { a = action("create", d.r, d.key, d.obj) }
       end
@@ -477,17 +586,37 @@ function M.reconcile(key)
     for id in pairs(owned[key] or {}) do wanted[id] = true end
   end
   -- What this pod owns and no longer wants goes; sorted for stable plans.
-  local ids = {}
+  -- Routes first: the rest waits until they are gone (a route whose
+  -- Service is gone answers 500); their removal from the cache queues the
+  -- pod again. An object already being deleted (finalizers) is waited for.
+  local ids, routes_going = {}, false
   for id in pairs(owned[key] or {}) do
-    if not wanted[id] then ids[#ids + 1] = id end
+    if not wanted[id] then
+      ids[#ids + 1] = id
+      if id:match("^httproutes%z") then routes_going = true end
+    end
   end
   table.sort(ids)
   for _, id in ipairs(ids) do
     local res, okey = id:match("^([^%z]*)%z(.*)$")
     local obs = store[res][okey]
-    plan.actions[#plan.actions + 1] = action("delete", RESOURCES[res], okey, nil,
-      val(obs.metadata.uid))
+    if (res == "httproutes" or not routes_going) and val(obs.metadata.deletionTimestamp) == nil then
+      plan.actions[#plan.actions + 1] = action("delete", RESOURCES[res], okey, nil,
+        val(obs.metadata.uid))
+    end
   end
+  -- A route of this pod that its Gateway controller turned down: reported
+  -- once per change (host/reconcile.c does not retry the pod for it).
+  if pod and notices[key] then
+    local rkeys = {}
+    for rkey in pairs(notices[key]) do rkeys[#rkeys + 1] = rkey end
+    table.sort(rkeys)
+    for _, rkey in ipairs(rkeys) do
+      local n = notices[key][rkey]
+      plan.problems[#plan.problems + 1] = { reason = n.reason, message = n.message, notice = true }
+    end
+  end
+  notices[key] = nil
   return plan
 end
 
@@ -518,7 +647,17 @@ function M.result(res, key, verb, status, body)
   end
   if status >= 200 and status < 300 then
     if verb == "delete" then
-      remove(res, key, true)
+      -- Gone, unless finalizers keep it (the answer is then the object,
+      -- marked for deletion: its watch DELETED tells when it is gone). A
+      -- route gone queues its pod: the rest of the pod's children follow.
+      local ok, o = pcall(cjson.decode, body)
+      local md = ok and type(o) == "table" and o.kind ~= "Status" and val(o.metadata)
+      local fin = type(md) == "table" and val(md.finalizers)
+      if type(fin) == "table" and #fin > 0 and val(md.deletionTimestamp) then
+        upsert(res, o, true)
+      else
+        remove(res, key, res ~= "httproutes")
+      end
     else
       replace_next[id] = nil
       local ok, o = pcall(cjson.decode, body)
@@ -537,7 +676,7 @@ function M.result(res, key, verb, status, body)
   end
   if verb == "apply" and status == 422 then replace_next[id] = true end
   if verb == "delete" and status == 404 then
-    remove(res, key, true)
+    remove(res, key, res ~= "httproutes")
     return "ok"
   end
   if verb == "create" and status == 409 then
@@ -600,6 +739,14 @@ function M.enqueue_all()
     if not pods[key] then host.enqueue(key); n = n + 1 end
   end
   return n
+end
+
+-- Cached HTTPRoutes by what their Gateway controller says: accepted, not
+-- accepted, accepted with unresolved backends, no answer yet.
+function M.route_states()
+  local n = { accepted = 0, not_accepted = 0, unresolved = 0, pending = 0 }
+  for _, h in pairs(route_health) do n[h.state] = n[h.state] + 1 end
+  return n.accepted, n.not_accepted, n.unresolved, n.pending
 end
 
 -- Figures derived from the caches (true after a restart, unlike counters).

@@ -71,7 +71,7 @@ struct operator {
     int64_t release_deadline;
     uint64_t reload_timer;
     int64_t stop_deadline;
-    struct metric *reloads, *managed, *cached_pods, *cached_children;
+    struct metric *reloads, *managed, *cached_pods, *cached_children, *routes;
 };
 
 static void on_enqueue(void *arg, const char *key)
@@ -176,6 +176,12 @@ static void on_stats(void *arg)
     metrics_set(op->managed, NULL, (double)managed);
     metrics_set(op->cached_pods, NULL, (double)pods);
     metrics_set(op->cached_children, NULL, (double)children);
+    size_t accepted, not_accepted, unresolved, pending;
+    core_route_states(op->core, &accepted, &not_accepted, &unresolved, &pending);
+    metrics_set(op->routes, "accepted", (double)accepted);
+    metrics_set(op->routes, "not_accepted", (double)not_accepted);
+    metrics_set(op->routes, "unresolved", (double)unresolved);
+    metrics_set(op->routes, "pending", (double)pending);
     timers_add(op->timers, clock_ms() + STATS_EVERY_MS, on_stats, op);
 }
 
@@ -351,6 +357,14 @@ static int run(struct config *cfg)
                                        "Children (Services, EndpointSlices, HTTPRoutes) in the cache.",
                                        NULL);
     metrics_set(op.managed, NULL, 0);
+    op.routes = metrics_gauge("envoy_router_routes",
+                              "HTTPRoutes by what their Gateway controller reports: accepted, "
+                              "not_accepted, unresolved (accepted, backends not resolved), "
+                              "pending (no answer yet); derived from the caches.", "state");
+    metrics_set(op.routes, "accepted", 0);
+    metrics_set(op.routes, "not_accepted", 0);
+    metrics_set(op.routes, "unresolved", 0);
+    metrics_set(op.routes, "pending", 0);
 
     if (load_auth(cfg, &auth) != 0)
         goto out;

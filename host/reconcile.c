@@ -210,11 +210,12 @@ static void start(struct reconciler *r, const char *key, int64_t now)
         finish(j);
         return;
     }
-    for (size_t i = 0; i < j->plan.n_problems; i++)
+    for (size_t i = 0; i < j->plan.n_problems; i++) {
         r->report(r->report_arg, &j->plan, j->plan.problems[i].reason,
                   j->plan.problems[i].message);
-    if (j->plan.n_problems > 0)
-        j->failed = true;           /* a conflict may clear: look again later */
+        if (!j->plan.problems[i].notice)
+            j->failed = true;       /* a conflict may clear: look again later */
+    }
     if (j->plan.error) {
         metrics_add(r->script_errors, NULL, 1);
         log_kv(LOG_ERROR, "reconcile: script error", "pod", key, "error", j->plan.error, NULL);

@@ -115,7 +115,7 @@ static void answer(struct fixture *f, struct core_plan *p)
 static void settle(struct fixture *f, const char *key)
 {
     struct core_plan p;
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 6; i++) {
         plan(f, key, &p);
         size_t n = p.n_actions;
         answer(f, &p);
@@ -137,18 +137,32 @@ static void test_new_pod_gets_three_creates_then_nothing(void **state)
     assert_int_equal(f->n_queued, 1);
     assert_string_equal(f->queued[0], "ns/p1");
 
-    /* Round 1: only the Service; what points at it waits until it is ours. */
+    /* Round 1: only the Service; what points at it waits until it is ours.
+     * Round 2: the HTTPRoute. Round 3: the EndpointSlice, created with the
+     * route as a second owner, and the Service gets that owner too. */
     int seen = 0;
-    for (int round = 1; round <= 2; round++) {
+    for (int round = 1; round <= 3; round++) {
     plan(f, "ns/p1", &p);
     assert_null(p.error);
-    assert_int_equal(p.n_actions, round == 1 ? 1 : 2);
+    assert_int_equal(p.n_actions, round == 3 ? 2 : 1);
     if (round == 1) {
         assert_string_equal(p.actions[0].res, "services");
         f->n_queued = 0;
     }
+    if (round == 2)
+        assert_string_equal(p.actions[0].res, "httproutes");
     for (size_t i = 0; i < p.n_actions; i++) {
         struct core_action *a = &p.actions[i];
+        if (round == 3) {
+            /* The route was answered with uid child-0. */
+            assert_non_null(strstr(a->body, "\"kind\":\"HTTPRoute\""));
+            assert_non_null(strstr(a->body, "\"uid\":\"child-0\""));
+            if (strcmp(a->res, "services") == 0) {
+                assert_string_equal(a->verb, "apply");
+                assert_non_null(strstr(a->why, "ownerReferences"));
+                continue;
+            }
+        }
         assert_string_equal(a->verb, "create");
         assert_string_equal(a->method, "POST");
         /* lua-cjson writes "/" as "\/". */
@@ -230,12 +244,22 @@ static void test_pod_gone_deletes_children_with_uid(void **state)
     const char *ev = "{\"type\":\"DELETED\",\"object\":" POD("p1", "10.1.2.3", "True") "}";
     assert_int_equal(core_watch_event(f->core, "pods", ev, strlen(ev), &rv, &code, err, sizeof err), 0);
     free(rv);
+    /* The route goes first; its answer queues the pod for the rest. */
     plan(f, "ns/p1", &p);
     assert_false(p.has_pod);
-    assert_int_equal(p.n_actions, 3);
-    for (size_t i = 0; i < 3; i++) {
+    assert_int_equal(p.n_actions, 1);
+    assert_string_equal(p.actions[0].res, "httproutes");
+    f->n_queued = 0;
+    answer(f, &p);
+    assert_int_equal(f->n_queued, 1);
+    assert_string_equal(f->queued[0], "ns/p1");
+    core_plan_free(&p);
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 2);
+    for (size_t i = 0; i < 2; i++) {
         assert_string_equal(p.actions[i].verb, "delete");
         assert_string_equal(p.actions[i].method, "DELETE");
+        assert_string_not_equal(p.actions[i].res, "httproutes");
         assert_non_null(strstr(p.actions[i].body, "\"preconditions\":{\"uid\":\"child-"));
     }
     answer(f, &p);
@@ -372,11 +396,9 @@ static void test_taken_name_holds_back_the_other_children(void **state)
     core_plan_free(&p);
 
     plan(f, "ns/p1", &p);
-    assert_int_equal(p.n_actions, 2);
-    for (size_t i = 0; i < p.n_actions; i++) {
-        assert_string_equal(p.actions[i].verb, "create");
-        assert_string_not_equal(p.actions[i].res, "services");
-    }
+    assert_int_equal(p.n_actions, 1);
+    assert_string_equal(p.actions[0].verb, "create");
+    assert_string_equal(p.actions[0].res, "httproutes");
     core_plan_free(&p);
 }
 
@@ -411,10 +433,11 @@ static void test_own_child_without_label_is_adopted(void **state)
             applies++;
         } else {
             assert_string_equal(p.actions[i].verb, "create");
+            assert_string_equal(p.actions[i].res, "httproutes");
         }
     }
     assert_int_equal(applies, 1);
-    assert_int_equal(p.n_actions, 3);
+    assert_int_equal(p.n_actions, 2);
     core_plan_free(&p);
 }
 
@@ -462,6 +485,150 @@ static void test_refused_apply_is_followed_by_a_full_update(void **state)
     core_plan_free(&p);
 }
 
+/* A route held by a finalizer is not gone when its DELETE answers: the
+ * Service and EndpointSlice wait for its watch DELETED. */
+static void test_route_with_finalizer_is_waited_for(void **state)
+{
+    struct fixture *f = *state;
+    struct core_plan p;
+    char err[512], *rv;
+    long code;
+    list(f, "pods", POD("p1", "10.1.2.3", "True"));
+    settle(f, "ns/p1");
+    const char *ev = "{\"type\":\"DELETED\",\"object\":" POD("p1", "10.1.2.3", "True") "}";
+    assert_int_equal(core_watch_event(f->core, "pods", ev, strlen(ev), &rv, &code, err, sizeof err), 0);
+    free(rv);
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 1);
+    assert_string_equal(p.actions[0].res, "httproutes");
+    const char *held = "{\"apiVersion\":\"gateway.networking.k8s.io/v1\",\"kind\":\"HTTPRoute\","
+                       "\"metadata\":{\"name\":\"p1\",\"namespace\":\"ns\",\"uid\":\"child-0\","
+                       "\"deletionTimestamp\":\"2026-01-01T00:00:00Z\",\"finalizers\":[\"x/y\"],"
+                       "\"ownerReferences\":[{\"kind\":\"Pod\",\"name\":\"p1\",\"uid\":\"uid-p1\","
+                       "\"controller\":true}]},\"spec\":{}}";
+    assert_int_equal(core_result(f->core, &p.actions[0], 200, held, strlen(held)), CORE_OK);
+    core_plan_free(&p);
+    /* Nothing to do while it is on its way out: no second DELETE. */
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 0);
+    core_plan_free(&p);
+    f->n_queued = 0;
+    char line[2048];
+    snprintf(line, sizeof line, "{\"type\":\"DELETED\",\"object\":%s}", held);
+    assert_int_equal(core_watch_event(f->core, "httproutes", line, strlen(line), &rv, &code, err,
+                                      sizeof err), 0);
+    free(rv);
+    assert_int_equal(f->n_queued, 1);
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 2);
+    for (size_t i = 0; i < p.n_actions; i++)
+        assert_string_not_equal(p.actions[i].res, "httproutes");
+    core_plan_free(&p);
+}
+
+/* An HTTPRoute of pod p1 (generation 2) with one status.parents entry for
+ * Gateway ns/gw carrying the given Accepted and ResolvedRefs conditions. */
+static void route_status(struct fixture *f, const char *type, const char *accepted,
+                         const char *reason, const char *resolved, const char *resolved_reason,
+                         int observed)
+{
+    char line[4096], err[512], *rv;
+    long code;
+    snprintf(line, sizeof line,
+             "{\"type\":\"%s\",\"object\":{\"apiVersion\":\"gateway.networking.k8s.io/v1\","
+             "\"kind\":\"HTTPRoute\",\"metadata\":{\"name\":\"p1\",\"namespace\":\"ns\","
+             "\"uid\":\"r1\",\"generation\":2,\"resourceVersion\":\"20\",\"labels\":"
+             "{\"app.kubernetes.io/managed-by\":\"envoy-router\"},\"ownerReferences\":"
+             "[{\"kind\":\"Pod\",\"name\":\"p1\",\"uid\":\"uid-p1\",\"controller\":true}]},"
+             "\"spec\":{\"parentRefs\":[{\"name\":\"gw\"}]},\"status\":{\"parents\":[{"
+             "\"parentRef\":{\"group\":\"gateway.networking.k8s.io\",\"kind\":\"Gateway\","
+             "\"name\":\"gw\"},\"controllerName\":\"gateway.envoyproxy.io/gatewayclass-controller\","
+             "\"conditions\":[{\"type\":\"Accepted\",\"status\":\"%s\",\"reason\":\"%s\","
+             "\"message\":\"said %s\",\"observedGeneration\":%d},{\"type\":\"ResolvedRefs\","
+             "\"status\":\"%s\",\"reason\":\"%s\",\"message\":\"refs\",\"observedGeneration\":%d}]"
+             "}]}}}",
+             type, accepted, reason, reason, observed, resolved, resolved_reason, observed);
+    assert_int_equal(core_watch_event(f->core, "httproutes", line, strlen(line), &rv, &code, err,
+                                      sizeof err), 0);
+    free(rv);
+}
+
+static void assert_states(struct fixture *f, size_t a, size_t na, size_t u, size_t pe)
+{
+    size_t accepted, not_accepted, unresolved, pending;
+    core_route_states(f->core, &accepted, &not_accepted, &unresolved, &pending);
+    assert_int_equal(accepted, a);
+    assert_int_equal(not_accepted, na);
+    assert_int_equal(unresolved, u);
+    assert_int_equal(pending, pe);
+}
+
+/* Problems in p: how many, and the reason of the first. */
+static size_t notices(struct fixture *f, struct core_plan *p)
+{
+    plan(f, "ns/p1", p);
+    for (size_t i = 0; i < p->n_problems; i++)
+        assert_true(p->problems[i].notice);
+    return p->n_problems;
+}
+
+/* The Gateway controller's answer on a route: one report per change of
+ * state, not per status write; the states are counted from the cache. */
+static void test_route_health_is_reported_once_per_change(void **state)
+{
+    struct fixture *f = *state;
+    struct core_plan p;
+    list(f, "pods", POD("p1", "10.1.2.3", "True"));
+    list(f, "httproutes", "");
+    assert_states(f, 0, 0, 0, 0);
+    route_status(f, "ADDED", "False", "NoMatchingParent", "True", "ResolvedRefs", 2);
+    assert_states(f, 0, 1, 0, 0);
+    assert_int_equal(notices(f, &p), 1);
+    assert_string_equal(p.problems[0].reason, "RouteNotAccepted");
+    assert_non_null(strstr(p.problems[0].message, "HTTPRoute ns/p1"));
+    assert_non_null(strstr(p.problems[0].message, "Gateway ns/gw"));
+    assert_non_null(strstr(p.problems[0].message, "gateway.envoyproxy.io/gatewayclass-controller"));
+    assert_non_null(strstr(p.problems[0].message, "NoMatchingParent: said NoMatchingParent"));
+    core_plan_free(&p);
+    /* The same answer written again: nothing new to say. */
+    route_status(f, "MODIFIED", "False", "NoMatchingParent", "True", "ResolvedRefs", 2);
+    assert_int_equal(notices(f, &p), 0);
+    core_plan_free(&p);
+    /* Another reason is news. */
+    route_status(f, "MODIFIED", "False", "NotAllowedByListeners", "True", "ResolvedRefs", 2);
+    assert_int_equal(notices(f, &p), 1);
+    assert_non_null(strstr(p.problems[0].message, "NotAllowedByListeners"));
+    core_plan_free(&p);
+    /* Accepted: counted, nothing reported; no ready endpoint is not a
+     * broken route. */
+    route_status(f, "MODIFIED", "True", "Accepted", "False", "EndpointsNotFound", 2);
+    assert_states(f, 1, 0, 0, 0);
+    assert_int_equal(notices(f, &p), 0);
+    core_plan_free(&p);
+    /* A backend the controller cannot resolve. */
+    route_status(f, "MODIFIED", "True", "Accepted", "False", "BackendNotFound", 2);
+    assert_states(f, 0, 0, 1, 0);
+    assert_int_equal(notices(f, &p), 1);
+    assert_string_equal(p.problems[0].reason, "RouteRefsUnresolved");
+    core_plan_free(&p);
+    /* An answer about an older generation of the spec is no answer. */
+    route_status(f, "MODIFIED", "False", "NoMatchingParent", "True", "ResolvedRefs", 1);
+    assert_states(f, 0, 0, 0, 1);
+    assert_int_equal(notices(f, &p), 0);
+    core_plan_free(&p);
+    /* Not accepted again after a change: reported again. */
+    route_status(f, "MODIFIED", "False", "NoMatchingParent", "True", "ResolvedRefs", 2);
+    assert_int_equal(notices(f, &p), 1);
+    core_plan_free(&p);
+    /* A state that clears before the plan is not reported. */
+    route_status(f, "MODIFIED", "True", "Accepted", "True", "ResolvedRefs", 2);
+    route_status(f, "MODIFIED", "False", "NoMatchingParent", "True", "ResolvedRefs", 2);
+    route_status(f, "MODIFIED", "True", "Accepted", "True", "ResolvedRefs", 2);
+    assert_int_equal(notices(f, &p), 0);
+    core_plan_free(&p);
+    assert_states(f, 1, 0, 0, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -476,6 +643,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_taken_name_holds_back_the_other_children, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_own_child_without_label_is_adopted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_route_with_finalizer_is_waited_for, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_route_health_is_reported_once_per_change, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_refused_apply_is_followed_by_a_full_update, setup,
                                         teardown),
     };
