@@ -1,0 +1,216 @@
+-- End-to-end: a pod's HTTPRoute is deleted before the Service it points at
+-- and before its EndpointSlice. Envoy Gateway answers 500 for a route whose
+-- Service is gone; with the route gone first a deleted pod's path goes
+-- 503 (not ready, terminating) and then 404, never 500.
+--
+-- The order is read from the API server itself: a watch on each of the
+-- three kinds records the DELETED events, and the resourceVersion of a
+-- DELETED event is the etcd revision of that deletion (one counter for the
+-- whole store), so comparing them orders deletions across kinds no matter
+-- in which order the three streams reach the spec.
+--
+-- Paths: the pod deleted gracefully and then gone, deleted by force, its
+-- label removed (the operator deletes the children itself), and deleted
+-- while no operator runs (uninstalled): the garbage collector alone must
+-- keep the order, which is why the Service and EndpointSlice name the
+-- route as an owner.
+
+local cjson = require("cjson")
+local S = require("spec.e2e.support")
+
+local KINDS = {
+  HTTPRoute = "/apis/gateway.networking.k8s.io/v1/namespaces/%s/httproutes",
+  Service = "/api/v1/namespaces/%s/services",
+  EndpointSlice = "/apis/discovery.k8s.io/v1/namespaces/%s/endpointslices",
+}
+
+-- Watches the three kinds in `ns` (one curl process each, output in files).
+local function record(ns)
+  local api = S.api_base()
+  local rec = { files = {}, pids = {} }
+  for kind, path in pairs(KINDS) do
+    local file = os.tmpname()
+    local url = api.server .. string.format(path, ns) .. "?watch=1&timeoutSeconds=300"
+    local pid = S.sh(string.format(
+      "(curl -sN --cacert %s -H %s %s >%s 2>/dev/null & echo $!)", S.quote(api.cacert),
+      S.quote("Authorization: Bearer " .. api.token), S.quote(url), file)):match("%d+")
+    rec.files[kind], rec.pids[#rec.pids + 1] = file, pid
+  end
+  return rec
+end
+
+-- { [kind] = { [name] = { ADDED = rv, DELETED = rv, ... } } } so far.
+local function events(rec)
+  local out = {}
+  for kind, file in pairs(rec.files) do
+    out[kind] = {}
+    local f = io.open(file, "r")
+    for line in (f and f:read("a") or ""):gmatch("[^\n]+") do
+      local ok, ev = pcall(cjson.decode, line)
+      if ok and type(ev.object) == "table" and ev.object.metadata then
+        local md = ev.object.metadata
+        out[kind][md.name] = out[kind][md.name] or {}
+        out[kind][md.name][ev.type] = tonumber(md.resourceVersion)
+      end
+    end
+    if f then f:close() end
+  end
+  return out
+end
+
+local function stop(rec)
+  for _, pid in ipairs(rec.pids) do S.sh("kill " .. pid) end
+  for _, file in pairs(rec.files) do os.remove(file) end
+end
+
+local function all_there(ns, name)
+  return S.get(ns, "service", name) and S.get(ns, "endpointslice", name)
+    and S.get(ns, "httproute", name)
+end
+
+-- Every pod of `names` has its children, and its watches saw them (so the
+-- streams are open before anything is deleted).
+local function ready(ns, rec, names)
+  S.eventually(function()
+    for _, n in ipairs(names) do
+      if not all_there(ns, n) then return false end
+    end
+    return true
+  end, 15, "children of " .. table.concat(names, ","))
+  S.eventually(function()
+    local ev = events(rec)
+    for _, n in ipairs(names) do
+      for kind in pairs(KINDS) do
+        if not (ev[kind][n] and ev[kind][n].ADDED) then return false end
+      end
+    end
+    return true
+  end, 10, "the watches saw every child")
+end
+
+-- Waits for the three DELETED events of each pod's children and asserts the
+-- route's came first.
+local function assert_route_first(rec, names)
+  local ev = S.eventually(function()
+    local e = events(rec)
+    for _, n in ipairs(names) do
+      for kind in pairs(KINDS) do
+        if not (e[kind][n] and e[kind][n].DELETED) then return false end
+      end
+    end
+    return e
+  end, 30, "every child DELETED")
+  for _, n in ipairs(names) do
+    local route = ev.HTTPRoute[n].DELETED
+    print(string.format("# %s: HTTPRoute deleted at revision %d, Service %d, EndpointSlice %d",
+      n, route, ev.Service[n].DELETED, ev.EndpointSlice[n].DELETED))
+    assert.is_true(route < ev.Service[n].DELETED,
+      n .. ": the Service was deleted before its HTTPRoute")
+    assert.is_true(route < ev.EndpointSlice[n].DELETED,
+      n .. ": the EndpointSlice was deleted before its HTTPRoute")
+  end
+end
+
+-- Creates labelled pods bound to a node, with an IP and Ready.
+local function pods(ns, prefix, n, net)
+  local names, statuses = {}, {}
+  for i = 1, n do
+    names[i] = prefix .. i
+    statuses[names[i]] = { ip = string.format("10.%d.0.%d", net, i), ready = true }
+  end
+  S.pods(ns, names, { node = "node-a" })
+  S.pods_status(ns, statuses)
+  return names
+end
+
+describe("a pod's HTTPRoute goes before its Service and EndpointSlice", function()
+  local ns, op, rec
+  local N = 4
+
+  lazy_setup(function()
+    ns = S.namespace("e2e-order")
+    op = S.operator({ "--watch-namespace", ns, "--identity", "order-e2e" })
+    op:wait_ready()
+    rec = record(ns)
+  end)
+  lazy_teardown(function()
+    if op then op:stop() end
+    if rec then stop(rec) end
+    S.cleanup(ns)
+  end)
+
+  it("the Service and EndpointSlice name the route as a second owner", function()
+    local names = pods(ns, "owned", 1, 80)
+    ready(ns, rec, names)
+    local route = S.get(ns, "httproute", "owned1")
+    for _, kind in ipairs({ "service", "endpointslice" }) do
+      local refs = S.eventually(function()
+        local o = S.get(ns, kind, "owned1")
+        return o and o.metadata.ownerReferences and #o.metadata.ownerReferences == 2
+          and o.metadata.ownerReferences
+      end, 10, kind .. " with two owners")
+      assert.equal("Pod", refs[1].kind)
+      assert.is_true(refs[1].controller)
+      assert.same({ apiVersion = "gateway.networking.k8s.io/v1", kind = "HTTPRoute",
+                    name = "owned1", uid = route.metadata.uid, controller = false,
+                    blockOwnerDeletion = false }, refs[2])
+    end
+  end)
+
+  it("deleted with a grace period, then gone: route first", function()
+    local names = pods(ns, "graceful", N, 81)
+    ready(ns, rec, names)
+    for _, n in ipairs(names) do
+      S.must("delete pod " .. n .. " -n " .. ns .. " --grace-period=300 --wait=false")
+    end
+    -- Terminating: the endpoint drains, every child stays.
+    S.eventually(function()
+      for _, n in ipairs(names) do
+        local es = S.get(ns, "endpointslice", n)
+        if not (es and es.endpoints[1].conditions.terminating) then return false end
+      end
+      return true
+    end, 10, "endpoints terminating")
+    for _, n in ipairs(names) do assert.truthy(all_there(ns, n)) end
+    -- The kubelet (this spec) finishes: the pods are gone.
+    S.must("delete pod " .. table.concat(names, " ") .. " -n " .. ns
+      .. " --grace-period=0 --force --wait=false")
+    assert_route_first(rec, names)
+  end)
+
+  it("deleted by force: route first", function()
+    local names = pods(ns, "forced", N, 82)
+    ready(ns, rec, names)
+    S.must("delete pod " .. table.concat(names, " ") .. " -n " .. ns
+      .. " --grace-period=0 --force --wait=false")
+    assert_route_first(rec, names)
+  end)
+
+  it("the label removed (the operator deletes the children itself): route first", function()
+    local names = pods(ns, "unlabelled", N, 83)
+    ready(ns, rec, names)
+    S.must("label pod " .. table.concat(names, " ") .. " -n " .. ns .. " envoy-router/enabled-")
+    assert_route_first(rec, names)
+    -- The pods themselves are left alone.
+    for _, n in ipairs(names) do assert.truthy(S.get(ns, "pod", n)) end
+  end)
+
+  it("deleted while no operator runs: the garbage collector keeps the order", function()
+    local names = pods(ns, "orphan", N, 84)
+    ready(ns, rec, names)
+    S.eventually(function()
+      for _, n in ipairs(names) do
+        for _, kind in ipairs({ "service", "endpointslice" }) do
+          local o = S.get(ns, kind, n)
+          if not (o and #(o.metadata.ownerReferences or {}) == 2) then return false end
+        end
+      end
+      return true
+    end, 10, "every Service and EndpointSlice names its route")
+    assert.is_true(op:stop())
+    op = nil
+    S.must("delete pod " .. table.concat(names, " ") .. " -n " .. ns
+      .. " --grace-period=0 --force --wait=false")
+    assert_route_first(rec, names)
+  end)
+end)
