@@ -114,7 +114,8 @@ local function run()
                          { "get", get_floor } }) do
       print(string.format("ratio ours/floor-%-10s (median) %.2f", f[1], m / B.quantile(f[2], 0.5)))
     end
-    print(string.format("operator writes %d (want %d: three creates per pod)", op:writes(), 3 * N))
+    print(string.format("operator writes %d (want %d: three creates and one apply of the Service "
+      .. "naming its route, per pod)", op:writes(), 4 * N))
   end)
   if pods_w then pods_w:close() end
   if slices_w then slices_w:close() end

@@ -663,10 +663,10 @@ function M.result(res, key, verb, status, body)
       local ok, o = pcall(cjson.decode, body)
       if ok and type(o) == "table" and type(o.metadata) == "table" then
         upsert(res, o, true)
-        -- A new Service (or a name free again): the pod's other children
-        -- can follow now.
+        -- A new Service or HTTPRoute (or a name free again): the pod's other
+        -- children can follow now.
         local pkey = owner_key(o)
-        if pkey and (taken[id] or (verb == "create" and res == "services")) then
+        if pkey and (taken[id] or (verb == "create" and res ~= "endpointslices")) then
           host.enqueue(pkey)
         end
       end
