@@ -15,13 +15,14 @@ local CONTROLLER = "gateway.envoyproxy.io/gatewayclass-controller"
 local INSTANCE = "routehealth-e2e"
 
 -- Writes the route's status.parents as the Gateway controller does: one
--- entry for Gateway `gw`, with Accepted and ResolvedRefs.
+-- entry for the route's Gateway, with Accepted and ResolvedRefs.
 local function route_status(ns, name, accepted, reason, message)
   local route = assert(S.get(ns, "httproute", name))
   local gen = route.metadata.generation
   local now = os.date("!%Y-%m-%dT%H:%M:%SZ")
   local status = { parents = { {
-    parentRef = { group = "gateway.networking.k8s.io", kind = "Gateway", name = "gw" },
+    parentRef = { group = "gateway.networking.k8s.io", kind = "Gateway",
+                  name = route.spec.parentRefs[1].name },
     controllerName = CONTROLLER,
     conditions = {
       { type = "Accepted", status = accepted, reason = reason, message = message,
@@ -61,7 +62,7 @@ end
 describe("route health", function()
   local ns, op
   local function start()
-    op = S.operator({ "--watch-namespace", ns, "--identity", INSTANCE })
+    op = S.operator({ "--watch-namespace", ns, "--identity", INSTANCE, "--gateway-name", "gw" })
     op:wait_ready()
   end
 
