@@ -46,14 +46,11 @@ local function events_of(ns, pod, reason)
   return out
 end
 
-local function routes(op, state)
-  return op:metric("envoy_router_routes", { state = state })
-end
-
 local function gauge(op, want)
   S.eventually(function()
+    local m = op:metrics()
     for state, n in pairs(want) do
-      if routes(op, state) ~= n then return false end
+      if m['envoy_router_routes{state="' .. state .. '"}'] ~= n then return false end
     end
     return true
   end, 10, "envoy_router_routes = " .. cjson.encode(want))
