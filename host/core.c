@@ -488,13 +488,14 @@ void core_stats(struct core *c, size_t *managed, size_t *pods, size_t *children)
     lua_settop(c->L, 0);
 }
 
-void core_route_states(struct core *c, size_t *accepted, size_t *not_accepted,
+void core_route_states(struct core *c, int64_t now_ms, size_t *accepted, size_t *not_accepted,
                        size_t *unresolved, size_t *pending)
 {
     char err[256];
     *accepted = *not_accepted = *unresolved = *pending = 0;
     prepare(c, "route_states");
-    if (invoke(c, 0, 4, err, sizeof err) == 0) {
+    lua_pushinteger(c->L, now_ms);
+    if (invoke(c, 1, 4, err, sizeof err) == 0) {
         *accepted = (size_t)lua_tointeger(c->L, 2);
         *not_accepted = (size_t)lua_tointeger(c->L, 3);
         *unresolved = (size_t)lua_tointeger(c->L, 4);

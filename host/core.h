@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "sandbox.h"
 
@@ -112,9 +113,12 @@ size_t core_enqueue_all(struct core *c);
 /* Cached HTTPRoutes by what their Gateway controller wrote in
  * status.parents[].conditions for the route's own parentRefs: Accepted=True
  * (and ResolvedRefs not False), Accepted=False, Accepted=True with
- * ResolvedRefs=False, no (current) answer yet. Derived from the cache. */
-void core_route_states(struct core *c, size_t *accepted, size_t *not_accepted,
-                       size_t *unresolved, size_t *pending);
+ * ResolvedRefs=False, no (current) answer yet. Derived from the cache.
+ * Call it every second or so with the monotonic clock (now_ms): a route
+ * without an answer for 30 s from the first call that counted it pending
+ * leaves a RouteNotAnswered notice for its pod and queues the pod. */
+void core_route_states(struct core *c, int64_t now_ms, size_t *accepted,
+                       size_t *not_accepted, size_t *unresolved, size_t *pending);
 
 /* Pods with at least one child, cached pods, cached children. */
 void core_stats(struct core *c, size_t *managed, size_t *pods, size_t *children);

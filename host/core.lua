@@ -147,7 +147,11 @@ local function health_of(o)
   local md, spec, st = o.metadata or {}, val(o.spec) or {}, val(o.status) or {}
   local ns, gen = val(md.namespace), val(md.generation)
   local refs, parents = val(spec.parentRefs) or {}, val(st.parents) or {}
-  if #refs == 0 then return { state = "pending" } end
+  local gateways = {}
+  for i, ref in ipairs(refs) do
+    gateways[i] = string.format("%s/%s", tostring(val(ref.namespace) or ns), tostring(ref.name))
+  end
+  if #refs == 0 then return { state = "pending", gateways = "" } end
   local answered, unresolved = 0, nil
   for _, ref in ipairs(refs) do
     local want_ns = val(ref.namespace) or ns
@@ -182,7 +186,7 @@ local function health_of(o)
       end
     end
   end
-  if answered < #refs then return { state = "pending" } end
+  if answered < #refs then return { state = "pending", gateways = table.concat(gateways, ", ") } end
   return unresolved or { state = "accepted" }
 end
 
@@ -226,6 +230,9 @@ local function upsert(res, o, quiet)
   local pkey = owner_key(o)
   if res == "httproutes" then
     local h, was = health_of(o), route_health[key]
+    if h.state == "pending" and was and was.state == "pending" then
+      h.since, h.told = was.since, was.told   -- still waiting since then
+    end
     route_health[key] = h
     -- One report per change of state (or of the controller's reason), not
     -- one per status write.
@@ -741,11 +748,36 @@ function M.enqueue_all()
   return n
 end
 
+-- How long a route may go without an answer before its pod hears of it.
+-- Envoy Gateway writes no status at all on a route whose Gateway does not
+-- exist (it only reads routes of the Gateways it serves), so silence is
+-- the only sign of a misspelt Gateway name or of no running controller.
+M.PENDING_REPORT_MS = 30000
+
 -- Cached HTTPRoutes by what their Gateway controller says: accepted, not
--- accepted, accepted with unresolved backends, no answer yet.
-function M.route_states()
+-- accepted, accepted with unresolved backends, no answer yet. Called
+-- every second with the monotonic clock: a route first counted pending
+-- at now_ms is reported (once per wait) PENDING_REPORT_MS later.
+function M.route_states(now_ms)
   local n = { accepted = 0, not_accepted = 0, unresolved = 0, pending = 0 }
-  for _, h in pairs(route_health) do n[h.state] = n[h.state] + 1 end
+  for rkey, h in pairs(route_health) do
+    n[h.state] = n[h.state] + 1
+    if h.state == "pending" then
+      h.since = h.since or now_ms
+      local pkey = owner_of.httproutes[rkey]
+      if not h.told and pkey and now_ms - h.since >= M.PENDING_REPORT_MS then
+        h.told = true
+        notices[pkey] = notices[pkey] or {}
+        notices[pkey][rkey] = {
+          reason = "RouteNotAnswered",
+          message = string.format("HTTPRoute %s has had no answer from a Gateway controller "
+            .. "for %d s: check that Gateway %s exists and that a controller serves its "
+            .. "GatewayClass", rkey, M.PENDING_REPORT_MS // 1000, h.gateways),
+        }
+        host.enqueue(pkey)
+      end
+    end
+  end
   return n.accepted, n.not_accepted, n.unresolved, n.pending
 end
 

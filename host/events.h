@@ -1,6 +1,6 @@
 /* events: Kubernetes Events (core/v1) on pods, for the problems the
  * reconciler reports (NameConflict, ScriptError, ChildRejected, RouteNotAccepted,
- * RouteRefsUnresolved).
+ * RouteRefsUnresolved, RouteNotAnswered).
  *
  * Each Event is type Warning, names the pod (with its uid) as involvedObject
  * and envoy-router as source and reporting component. A problem repeated

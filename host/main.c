@@ -177,7 +177,7 @@ static void on_stats(void *arg)
     metrics_set(op->cached_pods, NULL, (double)pods);
     metrics_set(op->cached_children, NULL, (double)children);
     size_t accepted, not_accepted, unresolved, pending;
-    core_route_states(op->core, &accepted, &not_accepted, &unresolved, &pending);
+    core_route_states(op->core, clock_ms(), &accepted, &not_accepted, &unresolved, &pending);
     metrics_set(op->routes, "accepted", (double)accepted);
     metrics_set(op->routes, "not_accepted", (double)not_accepted);
     metrics_set(op->routes, "unresolved", (double)unresolved);

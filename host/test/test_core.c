@@ -23,6 +23,7 @@ struct fixture {
     struct core *core;
     char queued[32][128];
     int n_queued;
+    int64_t now_ms;             /* what core_route_states is told */
 };
 
 static void record(void *arg, const char *key)
@@ -559,7 +560,7 @@ static void route_status(struct fixture *f, const char *type, const char *accept
 static void assert_states(struct fixture *f, size_t a, size_t na, size_t u, size_t pe)
 {
     size_t accepted, not_accepted, unresolved, pending;
-    core_route_states(f->core, &accepted, &not_accepted, &unresolved, &pending);
+    core_route_states(f->core, f->now_ms, &accepted, &not_accepted, &unresolved, &pending);
     assert_int_equal(accepted, a);
     assert_int_equal(not_accepted, na);
     assert_int_equal(unresolved, u);
@@ -632,6 +633,53 @@ static void test_route_health_is_reported_once_per_change(void **state)
     assert_states(f, 1, 0, 0, 0);
 }
 
+/* A route no Gateway controller answers (Envoy Gateway writes nothing on a
+ * route whose Gateway does not exist): its pod hears of it once, 30 s after
+ * it was first counted pending. */
+static void test_route_without_answer_is_reported_after_a_while(void **state)
+{
+    struct fixture *f = *state;
+    struct core_plan p;
+    char err[512], *rv;
+    long code;
+    list(f, "pods", POD("p1", "10.1.2.3", "True"));
+    const char *ev = "{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"name\":\"p1\","
+                     "\"namespace\":\"ns\",\"uid\":\"r1\",\"generation\":1,\"labels\":"
+                     "{\"app.kubernetes.io/managed-by\":\"envoy-router\"},\"ownerReferences\":"
+                     "[{\"kind\":\"Pod\",\"name\":\"p1\",\"uid\":\"uid-p1\",\"controller\":true}]},"
+                     "\"spec\":{\"parentRefs\":[{\"name\":\"gw\"}]}}}";
+    assert_int_equal(core_watch_event(f->core, "httproutes", ev, strlen(ev), &rv, &code, err,
+                                      sizeof err), 0);
+    free(rv);
+    f->now_ms = 1000;
+    assert_states(f, 0, 0, 0, 1);
+    assert_int_equal(notices(f, &p), 0);
+    core_plan_free(&p);
+    f->n_queued = 0;
+    f->now_ms = 30999;
+    assert_states(f, 0, 0, 0, 1);
+    assert_int_equal(f->n_queued, 0);
+    /* The same silent route written again does not restart the wait. */
+    assert_int_equal(core_watch_event(f->core, "httproutes", ev, strlen(ev), &rv, &code, err,
+                                      sizeof err), 0);
+    free(rv);
+    f->n_queued = 0;
+    f->now_ms = 31000;
+    assert_states(f, 0, 0, 0, 1);
+    assert_int_equal(f->n_queued, 1);
+    assert_string_equal(f->queued[0], "ns/p1");
+    assert_int_equal(notices(f, &p), 1);
+    assert_string_equal(p.problems[0].reason, "RouteNotAnswered");
+    assert_non_null(strstr(p.problems[0].message, "Gateway ns/gw"));
+    assert_non_null(strstr(p.problems[0].message, "30 s"));
+    core_plan_free(&p);
+    /* Once per wait. */
+    f->now_ms = 90000;
+    assert_states(f, 0, 0, 0, 1);
+    assert_int_equal(notices(f, &p), 0);
+    core_plan_free(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -649,6 +697,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_route_with_finalizer_is_waited_for, setup, teardown),
         cmocka_unit_test_setup_teardown(test_route_health_is_reported_once_per_change, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_route_without_answer_is_reported_after_a_while,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_apply_is_followed_by_a_full_update, setup,
                                         teardown),
     };

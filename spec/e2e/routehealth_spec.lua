@@ -4,7 +4,9 @@
 -- Gateway would (as other specs set pod status as a kubelet would).
 --
 -- A route that is not accepted gets one Warning Event on its pod, with the
--- controller's reason and message, not one per status write;
+-- controller's reason and message, not one per status write; a route no
+-- controller answers (Envoy Gateway writes nothing on a route whose Gateway
+-- does not exist) gets one after 30 s;
 -- envoy_router_routes{state} counts routes by state, from the cache, so it
 -- is the same after a restart.
 
@@ -72,11 +74,16 @@ describe("route health", function()
     S.cleanup(ns)
   end)
 
+  local silent_since
   it("a new route is pending until a Gateway controller answers", function()
-    S.pod(ns, "p1")
-    S.pod_status(ns, "p1", { ip = "10.90.0.1", ready = true })
-    S.eventually(function() return S.get(ns, "httproute", "p1") end, 10, "the route")
-    gauge(op, { pending = 1, accepted = 0, not_accepted = 0, unresolved = 0 })
+    -- p2's route never gets an answer.
+    S.pods(ns, { "p1", "p2" })
+    S.pods_status(ns, { p1 = { ip = "10.90.0.1", ready = true },
+                        p2 = { ip = "10.90.0.2", ready = true } })
+    S.eventually(function() return S.get(ns, "httproute", "p1") and S.get(ns, "httproute", "p2") end,
+      10, "the routes")
+    silent_since = S.now()
+    gauge(op, { pending = 2, accepted = 0, not_accepted = 0, unresolved = 0 })
     assert.same({}, events_of(ns, "p1", "RouteNotAccepted"))
   end)
 
@@ -93,7 +100,7 @@ describe("route health", function()
       assert.truthy(e.message:find(CONTROLLER, 1, true), e.message)
       assert.truthy(e.message:find("NoMatchingParent: Parent gateway not found.", 1, true),
         e.message)
-      gauge(op, { pending = 0, accepted = 0, not_accepted = 1 })
+      gauge(op, { pending = 1, accepted = 0, not_accepted = 1 })
 
       -- The controller writes the same answer again (as it does on every
       -- resync): no new Event, the count stays.
@@ -111,16 +118,30 @@ describe("route health", function()
 
   it("Accepted=True: the gauge moves, nothing is reported", function()
     route_status(ns, "p1", "True", "Accepted", "Route is accepted")
-    gauge(op, { pending = 0, accepted = 1, not_accepted = 0 })
+    gauge(op, { pending = 1, accepted = 1, not_accepted = 0 })
     S.sleep(1)
     assert.equal(1, #events_of(ns, "p1", "RouteNotAccepted"))
+  end)
+
+  it("no answer at all: one RouteNotAnswered Event after 30 s", function()
+    local e = S.eventually(function() return events_of(ns, "p2", "RouteNotAnswered")[1] end, 50,
+      "a RouteNotAnswered Event")
+    local waited = S.now() - silent_since
+    print(string.format("# RouteNotAnswered after %.1f s", waited))
+    assert.is_true(waited >= 28, "reported too early")
+    assert.equal("Warning", e.type)
+    assert.truthy(e.message:find("HTTPRoute " .. ns .. "/p2", 1, true), e.message)
+    assert.truthy(e.message:find("Gateway " .. ns .. "/gw", 1, true), e.message)
+    S.sleep(2)
+    assert.equal(1, #events_of(ns, "p2", "RouteNotAnswered"))
+    assert.same({}, events_of(ns, "p1", "RouteNotAnswered"))
   end)
 
   it("after a restart the gauge is the same (derived from state) and nothing is re-reported",
     function()
       assert.is_true(op:stop())
       start()
-      gauge(op, { pending = 0, accepted = 1, not_accepted = 0, unresolved = 0 })
+      gauge(op, { pending = 1, accepted = 1, not_accepted = 0, unresolved = 0 })
       S.sleep(1)
       assert.equal(1, #events_of(ns, "p1", "RouteNotAccepted"))
     end)
@@ -135,11 +156,11 @@ describe("route health", function()
       if e.message:find("NotAllowedByListeners", 1, true) then found = true end
     end
     assert.is_true(found)
-    gauge(op, { accepted = 0, not_accepted = 1 })
+    gauge(op, { pending = 1, accepted = 0, not_accepted = 1 })
   end)
 
-  it("the route gone: the gauge forgets it", function()
-    S.must("delete pod p1 -n " .. ns .. " --grace-period=0 --force --wait=true")
+  it("the routes gone: the gauge forgets them", function()
+    S.must("delete pod p1 p2 -n " .. ns .. " --grace-period=0 --force --wait=true")
     gauge(op, { pending = 0, accepted = 0, not_accepted = 0, unresolved = 0 })
   end)
 end)
