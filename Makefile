@@ -9,9 +9,13 @@ PKGS    := lua5.4 lua5.4-cjson libcurl libmicrohttpd yaml-0.1
 WARN    := -Wall -Wextra -Wshadow -Wconversion -Wstrict-prototypes \
            -Wmissing-prototypes -Wformat=2 -Wno-format-nonliteral -Werror
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -pthread $(WARN) \
-           $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
+# pkg-config runs at first use, not when the Makefile is read: on a fresh
+# machine the packages arrive through the `deps-ok` prerequisite below, after
+# the Makefile was parsed. Each is computed once per make run.
+PKG_CFLAGS = $(eval PKG_CFLAGS := $$(shell pkg-config --cflags $(PKGS)))$(PKG_CFLAGS)
+PKG_LIBS   = $(eval PKG_LIBS := $$(shell pkg-config --libs $(PKGS)))$(PKG_LIBS)
+CFLAGS  += -std=c11 -D_GNU_SOURCE -pthread $(WARN) $(PKG_CFLAGS)
+LDLIBS  += $(PKG_LIBS) -lm -pthread
 
 # Sanitizer builds live in their own tree so they never mix with normal objects.
 ifeq ($(SAN),1)
@@ -52,7 +56,7 @@ $(BUILD)/embedded.c: host/embed.sh $(LUA_FILES) | $(BUILD)/obj
 $(BUILD)/obj/embedded.o: $(BUILD)/embedded.c host/embedded.h
 	$(CC) $(CFLAGS) -Ihost -c -o $@ $<
 
-$(BUILD)/obj $(BUILD)/test:
+$(BUILD)/obj $(BUILD)/test: | deps-ok
 	mkdir -p $@
 
 # --- C unit tests (cmocka) -------------------------------------------------

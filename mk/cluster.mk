@@ -12,19 +12,14 @@ CLUSTER_TOOLS := .cache/bin/etcd .cache/bin/kube-apiserver \
                  .cache/bin/kube-controller-manager .cache/bin/kubectl \
                  .cache/src/gateway-api/config/crd/standard
 
-.PHONY: deps
+.PHONY: deps deps-ok
 deps: ## Install missing Debian packages (apt-get; sudo when not root)
-	@missing=; \
-	for p in $(DEB_PKGS); do \
-	  [[ $$(dpkg-query -W -f='$${db:Status-Status}' $$p 2>/dev/null) == installed ]] || missing+=" $$p"; \
-	done; \
-	if [[ -z $$missing ]]; then echo "deps: all $(words $(DEB_PKGS)) packages installed"; exit 0; fi; \
-	sudo=; [[ $$(id -u) -eq 0 ]] || sudo=sudo; \
-	apt="$$sudo env DEBIAN_FRONTEND=noninteractive apt-get"; \
-	echo "deps: installing$$missing"; \
-	$$apt install -y --no-install-recommends $$missing || \
-	  { echo "deps: install failed; updating the package lists and retrying"; \
-	    $$apt update && $$apt install -y --no-install-recommends $$missing; }
+	@tools/deps.sh $(DEB_PKGS)
+
+# Every object's directory depends on this: one dpkg-query when all is there,
+# so `make demo` or `make build` as the first command installs what is missing.
+deps-ok:
+	@tools/deps.sh -q $(DEB_PKGS)
 
 .PHONY: tools
 tools: deps ## Build etcd, kube-*, kubectl, helm, helm-unittest, actionlint; link CRD sources (cached per user)
