@@ -43,21 +43,66 @@ test-helm: build/envoy-router helm-deps | .cache/bin/helm .cache/bin/helm-unitte
 	@ENVOY_ROUTER_BIN=$(abspath build/envoy-router) tools/run-suite.sh helm spec/helm/run.sh
 
 # --- the image ---------------------------------------------------------------
-.PHONY: docker-build
-docker-build: ## Build the image $(IMAGE_REPO):$(IMAGE_TAG) (needs docker)
-	docker build --build-arg VERSION=$(IMAGE_TAG) -t $(IMAGE_REPO):$(IMAGE_TAG) .
+# podman and buildah from Debian (tools/podman.sh: runc, no default ulimits).
+# IMAGE_BASE=debootstrap makes FROM debian:bookworm-slim from the Debian
+# mirror (tools/image-base.sh, cached per user); IMAGE_BASE=registry lets the
+# engine pull it (where a registry is reachable, as in the release workflow).
+IMAGE_PKGS  := podman buildah runc debootstrap qemu-user-static
+ENGINE      ?= tools/podman.sh
+IMAGE_BASE  ?= debootstrap
+VERSION     ?= $(IMAGE_TAG)
+HOST_ARCH   := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
+# `make image-multiarch`: one manifest list of these architectures.
+IMAGE_ARCHES ?= amd64 arm64
 
-.PHONY: docker-push
-docker-push: ## Push $(IMAGE_REPO):$(IMAGE_TAG)
-	docker push $(IMAGE_REPO):$(IMAGE_TAG)
+.PHONY: image-deps
+image-deps:
+	@tools/deps.sh -q $(IMAGE_PKGS)
+
+# image-base-ARCH: the base for ARCH; foreign ones need binfmt_misc.
+.PHONY: image-base image-base-%
+image-base: image-base-$(HOST_ARCH)
+image-base-%: image-deps
+ifeq ($(IMAGE_BASE),debootstrap)
+	@[[ $* == $(HOST_ARCH) ]] || tools/binfmt.sh $*
+	@tools/image-base.sh $*
+endif
+
+.PHONY: docker-build
+docker-build: image-base ## Build the image $(IMAGE_REPO):$(IMAGE_TAG) for this machine's architecture (podman)
+	$(ENGINE) build -q --build-arg VERSION=$(VERSION) -t $(IMAGE_REPO):$(IMAGE_TAG) .
+
+# The arm64 base is imported as debian:bookworm-slim-arm64 (so it never
+# shadows the host's); the Dockerfile takes it through its DEBIAN argument.
+.PHONY: image-multiarch
+image-multiarch: $(addprefix image-base-,$(IMAGE_ARCHES)) ## Build $(IMAGE_REPO):$(IMAGE_TAG) for IMAGE_ARCHES as one manifest list
+	-@$(ENGINE) manifest rm $(IMAGE_REPO):$(IMAGE_TAG) >/dev/null 2>&1
+	@$(ENGINE) manifest create $(IMAGE_REPO):$(IMAGE_TAG) >/dev/null
+	@set -e; for a in $(IMAGE_ARCHES); do \
+	  base=docker.io/library/debian:bookworm-slim; \
+	  [[ $(IMAGE_BASE) != debootstrap || $$a == $(HOST_ARCH) ]] || base=$$base-$$a; \
+	  echo "image-multiarch: $$a"; \
+	  $(ENGINE) build -q --platform linux/$$a --build-arg DEBIAN=$$base --build-arg VERSION=$(VERSION) \
+	    --manifest $(IMAGE_REPO):$(IMAGE_TAG) . >/dev/null; \
+	done
+	@$(ENGINE) manifest inspect $(IMAGE_REPO):$(IMAGE_TAG) | grep -o '"architecture": *"[a-z0-9]*"' | sort | uniq
+
+.PHONY: docker-push image-push
+docker-push: ## Push $(IMAGE_REPO):$(IMAGE_TAG) (one architecture)
+	$(ENGINE) push $(IMAGE_REPO):$(IMAGE_TAG)
+
+image-push: ## Push the manifest list $(IMAGE_REPO):$(IMAGE_TAG) and every image in it
+	$(ENGINE) manifest push --all $(IMAGE_REPO):$(IMAGE_TAG) docker://$(IMAGE_REPO):$(IMAGE_TAG)
 
 .PHONY: runtime-dir
-runtime-dir: build/envoy-router ## The image's runtime files in build/runtime/ (binary, its .so files, scripts)
+runtime-dir: build/envoy-router ## The image's root file system in build/runtime/ (as the Dockerfile assembles it)
 	@tools/runtime-dir.sh build/envoy-router $(RUNTIME_DIR)
 
-.PHONY: test-runtime
-test-runtime: runtime-dir | .cache/bin/etcd .cache/bin/kube-apiserver .cache/bin/kube-controller-manager .cache/bin/kubectl ## Run build/runtime as the image would (env -i, own libs): check, then against the cluster
-	@tools/run-suite.sh runtime spec/helm/image-runtime.sh $(RUNTIME_DIR)
+# The image suite: build it, then run it (check, version, the operator
+# against the loopback cluster); see spec/install/image.sh.
+.PHONY: test-image
+test-image: | $(CLUSTER_TOOLS) ## Build the image (make docker-build) and run it: check, version, against the cluster
+	@tools/run-suite.sh image spec/install/image.sh
 
 # --- deploy and lint ---------------------------------------------------------
 .PHONY: upgrade
