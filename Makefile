@@ -115,7 +115,7 @@ test-e2e: $(BIN) | $(CLUSTER_TOOLS) ## End-to-end specs of the operator (real AP
 
 # --- the two commands of the README ---------------------------------------
 # Every suite runs even when an earlier one fails; the last line sums them.
-SUITES ?= test-c test-fuzz test-lua test-smoke test-e2e test-helm test-runtime
+SUITES ?= test-c test-fuzz test-lua test-smoke test-e2e test-helm test-image test-demo
 
 .PHONY: test
 test: deps ## Run every test suite (installs packages and tools when missing)
@@ -136,6 +136,12 @@ check: deps ## C tests and end-to-end specs under ASan and UBSan; C tests under 
 .PHONY: demo
 demo: $(BIN) | $(CLUSTER_TOOLS) ## Local control plane + operator + three labelled pods: show the routes
 	@tools/demo.sh
+
+# `make demo` as the first command of a clean clone of this checkout's HEAD
+# (its own cluster; the per-user tool cache and Debian packages are shared).
+.PHONY: test-demo
+test-demo: ## make demo in a fresh git clone of HEAD; checks what it prints
+	@tools/run-suite.sh demo spec/install/demo.sh
 
 .PHONY: help
 help:

@@ -49,6 +49,9 @@ helm.sh/chart: {{ include "envoy-router.chart" . }}
 {{ include "envoy-router.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{- define "envoy-router.serviceAccountName" -}}
@@ -76,8 +79,15 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/*
+Leader election: on unless turned off; off is allowed only with one replica
+(the Deployment then uses Recreate, so no two writers ever overlap).
+*/}}
 {{- define "envoy-router.leaderElect" -}}
-{{- if gt (int .Values.replicaCount) 1 }}true{{ end }}
+{{- if .Values.leaderElection.enabled }}true
+{{- else if gt (int .Values.replicaCount) 1 }}
+{{- fail "leaderElection.enabled=false needs replicaCount 1: without a leader, every replica writes" }}
+{{- end }}
 {{- end }}
 
 {{- define "envoy-router.image" -}}
