@@ -47,7 +47,7 @@ test-helm: build/envoy-router helm-deps | .cache/bin/helm .cache/bin/helm-unitte
 # IMAGE_BASE=debootstrap makes FROM debian:bookworm-slim from the Debian
 # mirror (tools/image-base.sh, cached per user); IMAGE_BASE=registry lets the
 # engine pull it (where a registry is reachable, as in the release workflow).
-IMAGE_PKGS  := podman buildah runc debootstrap qemu-user-static
+IMAGE_PKGS  ?= podman buildah runc debootstrap qemu-user-static
 ENGINE      ?= tools/podman.sh
 IMAGE_BASE  ?= debootstrap
 VERSION     ?= $(IMAGE_TAG)
@@ -57,7 +57,7 @@ IMAGE_ARCHES ?= amd64 arm64
 
 .PHONY: image-deps
 image-deps:
-	@tools/deps.sh -q $(IMAGE_PKGS)
+	@$(if $(strip $(IMAGE_PKGS)),tools/deps.sh -q $(IMAGE_PKGS),:)
 
 # image-base-ARCH: the base for ARCH; foreign ones need binfmt_misc.
 .PHONY: image-base image-base-%
@@ -93,6 +93,17 @@ docker-push: ## Push $(IMAGE_REPO):$(IMAGE_TAG) (one architecture)
 
 image-push: ## Push the manifest list $(IMAGE_REPO):$(IMAGE_TAG) and every image in it
 	$(ENGINE) manifest push --all $(IMAGE_REPO):$(IMAGE_TAG) docker://$(IMAGE_REPO):$(IMAGE_TAG)
+
+# The chart as the release publishes it: version and appVersion VERSION, the
+# image repository IMAGE_REPO; into dist/. Needs the dependency in
+# charts/envoy-router/charts/ (helm dependency build, or make helm-deps here).
+.PHONY: chart-package
+chart-package: | $(HELM) ## Package charts/envoy-router as dist/envoy-router-$(VERSION).tgz (image $(IMAGE_REPO))
+	@rm -rf build/chart && mkdir -p build/chart dist
+	@cp -R charts/envoy-router build/chart/
+	@sed -i 's|^  repository: .*|  repository: $(IMAGE_REPO)|' build/chart/envoy-router/values.yaml
+	@grep -qx '  repository: $(IMAGE_REPO)' build/chart/envoy-router/values.yaml
+	$(HELM) package build/chart/envoy-router --version $(VERSION) --app-version $(VERSION) -d dist
 
 .PHONY: runtime-dir
 runtime-dir: build/envoy-router ## The image's root file system in build/runtime/ (as the Dockerfile assembles it)
