@@ -115,7 +115,7 @@ test-e2e: $(BIN) | $(CLUSTER_TOOLS) ## End-to-end specs of the operator (real AP
 
 # --- the two commands of the README ---------------------------------------
 # Every suite runs even when an earlier one fails; the last line sums them.
-SUITES ?= test-c test-fuzz test-lua test-smoke test-e2e test-helm test-image test-demo
+SUITES ?= test-c test-fuzz test-lua test-smoke test-e2e test-helm test-image test-release test-demo
 
 .PHONY: test
 test: deps ## Run every test suite (installs packages and tools when missing)

@@ -105,6 +105,11 @@ chart-package: | $(HELM) ## Package charts/envoy-router as dist/envoy-router-$(V
 	@grep -qx '  repository: $(IMAGE_REPO)' build/chart/envoy-router/values.yaml
 	$(HELM) package build/chart/envoy-router --version $(VERSION) --app-version $(VERSION) -d dist
 
+# What can run here of the release workflow, through its make targets.
+.PHONY: test-release
+test-release: | .cache/bin/helm .cache/bin/actionlint ## actionlint; make chart-package; make image-multiarch (amd64 + arm64 under qemu)
+	@tools/run-suite.sh release spec/install/release.sh
+
 .PHONY: runtime-dir
 runtime-dir: build/envoy-router ## The image's root file system in build/runtime/ (as the Dockerfile assembles it)
 	@tools/runtime-dir.sh build/envoy-router $(RUNTIME_DIR)

@@ -163,7 +163,8 @@ end
 
 local function release_objects(ns, release)
   local out = S.must(string.format(
-    "get deployment,service,serviceaccount,configmap,role,rolebinding,gateway,envoyproxy -n %s "
+    "get deployment,service,serviceaccount,configmap,role,rolebinding,gateway,envoyproxy,"
+      .. "networkpolicy,poddisruptionbudget -n %s "
       .. "-l app.kubernetes.io/instance=%s -o name", ns, release))
   local cluster = S.must("get clusterrole,clusterrolebinding -o name -l app.kubernetes.io/instance="
     .. release)
@@ -199,12 +200,42 @@ describe("helm install of charts/envoy-router", function()
   end)
 
   it("installs the first namespace: Envoy Gateway controller and CRDs, GatewayClass, Gateway, "
-    .. "operator",
+    .. "operator, with the production values (NetworkPolicy, extraEnv, commonLabels, Envoy "
+    .. "proxy replicas and budget)",
   function()
-    must_helm(string.format(
+    local out = must_helm(string.format(
       "install %s %s -n %s --no-hooks --set operator.watchNamespace=%s --set gateway.className=%s "
-        .. "--set metrics.port=%d --set operator.healthPort=%d",
+        .. "--set metrics.port=%d --set operator.healthPort=%d --set networkPolicy.enabled=true "
+        .. "--set extraEnv[0].name=ENVOY_ROUTER_HOSTNAME --set extraEnv[0].value=web.example.com "
+        .. "--set commonLabels.team=payments",
       r1, q(chart), ns1, ns1, class, free_port(), free_port()))
+    -- It watches its own namespace: no all-namespaces warning.
+    assert.is_nil(out:find("WARNING", 1, true), out)
+    -- The NetworkPolicy the API server accepted: ingress to the health and
+    -- metrics ports only, egress to the API server ports only.
+    local np = S.get(ns1, "networkpolicy", "first-envoy-router")
+    assert.is_truthy(np, "no NetworkPolicy first-envoy-router")
+    local d = S.get(ns1, "deployment", "first-envoy-router")
+    local ports = {}
+    for _, p in ipairs(d.spec.template.spec.containers[1].ports) do
+      ports[p.name] = p.containerPort
+    end
+    assert.are.same({ ports.health, ports["http-metrics"] },
+      { np.spec.ingress[1].ports[1].port, np.spec.ingress[2].ports[1].port })
+    local egress = np.spec.egress[1].ports
+    assert.are.same({ 443, 6443 }, { egress[1].port, egress[2].port })
+    assert.are.same({ "Ingress", "Egress" }, np.spec.policyTypes)
+    -- commonLabels on the chart's objects, not on its selectors.
+    assert.are.equal("payments", d.metadata.labels.team)
+    assert.are.equal("payments", S.get(ns1, "gateway", gw1).metadata.labels.team)
+    assert.is_nil(d.spec.selector.matchLabels.team)
+    -- Leader election is on with one replica too, and the rollout keeps RollingUpdate.
+    assert.are.equal("RollingUpdate", d.spec.strategy.type)
+    assert.is_nil(S.get(ns1, "poddisruptionbudget", "first-envoy-router"))
+    -- Two Envoy proxies with a budget, as the real EnvoyProxy CRD accepted them.
+    local ep = S.get(ns1, "envoyproxy", gw1)
+    assert.are.equal(2, ep.spec.provider.kubernetes.envoyDeployment.replicas)
+    assert.are.equal(1, ep.spec.provider.kubernetes.envoyPDB.minAvailable)
     assert.is_truthy(S.get(ns1, "deployment", "envoy-gateway"))
     assert.is_truthy(S.get(ns1, "deployment", "first-envoy-router"))
     assert.is_truthy(S.get(ns1, "service", "first-envoy-router-metrics"))
@@ -223,12 +254,22 @@ describe("helm install of charts/envoy-router", function()
       .. ",app.kubernetes.io/name=envoy-router"):gsub("%s+$", ""))
   end)
 
-  it("installs the second namespace with values-secondary.yaml: Gateway and operator only",
+  it("installs the second namespace with values-secondary.yaml: Gateway and operator only "
+    .. "(security contexts without a fixed UID, as OpenShift's restricted profile wants)",
   function()
     must_helm(string.format(
       "install %s %s -n %s --no-hooks -f %s --set gateway.className=%s "
-        .. "--set metrics.port=%d --set operator.healthPort=%d",
+        .. "--set metrics.port=%d --set operator.healthPort=%d "
+        .. "--set podSecurityContext.runAsUser=null --set podSecurityContext.runAsGroup=null "
+        .. "--set securityContext.runAsUser=null --set securityContext.runAsGroup=null",
       r2, q(chart), ns2, q(chart .. "/values-secondary.yaml"), class, free_port(), free_port()))
+    local d = S.get(ns2, "deployment", "second-envoy-router")
+    local psc = d.spec.template.spec.securityContext
+    local csc = d.spec.template.spec.containers[1].securityContext
+    assert.is_nil(psc.runAsUser)
+    assert.is_nil(csc.runAsUser)
+    assert.is_true(psc.runAsNonRoot)
+    assert.is_true(csc.readOnlyRootFilesystem)
     local deploys = S.list(ns2, "deployment")
     assert.are.equal(1, #deploys)
     assert.are.equal("second-envoy-router", deploys[1].metadata.name)
@@ -260,6 +301,15 @@ describe("helm install of charts/envoy-router", function()
     local joined = table.concat(ops[2].args, " ")
     assert.is_truthy(joined:find("--watch-namespace=" .. ns2, 1, true))
     assert.is_truthy(joined:find("--gateway-name=" .. gw2, 1, true))
+    -- Leader election is on by default: each holds its own release's Lease
+    -- under the pod name the downward API gives.
+    for i, rn in ipairs({ { r1, ns1 }, { r2, ns2 } }) do
+      local name = rn[1] .. "-envoy-router"
+      S.eventually(function()
+        local l = S.get(rn[2], "lease", name)
+        return l and l.spec.holderIdentity == name .. "-0"
+      end, 15, "Lease " .. name .. " held by " .. name .. "-0; log: " .. ops[i]:log_text())
+    end
   end)
 
   it("gives labelled pods in each namespace their children from their own install only", function()
@@ -274,6 +324,12 @@ describe("helm install of charts/envoy-router", function()
       local route = S.eventually(function() return S.get(ns, "httproute", e.pod) end, 10,
         "HTTPRoute " .. e.pod .. " in " .. ns)
       assert.are.equal(e.gw, route.spec.parentRefs[1].name)
+      -- extraEnv reached the first operator (ENVOY_ROUTER_HOSTNAME), only it.
+      if ns == ns1 then
+        assert.are.same({ "web.example.com" }, route.spec.hostnames)
+      else
+        assert.is_nil(route.spec.hostnames)
+      end
       assert.are.equal("/" .. e.pod, route.spec.rules[1].matches[1].path.value)
       local svc = S.eventually(function() return S.get(ns, "service", e.pod) end, 10)
       assert.are.equal(80, svc.spec.ports[1].port)
@@ -343,13 +399,28 @@ describe("helm install of charts/envoy-router", function()
     assert.are.equal("keep", gc.metadata.annotations["helm.sh/resource-policy"])
   end)
 
-  it("a default install (all namespaces) with two replicas: its ClusterRole and Lease Role "
-    .. "run the operator as leader", function()
-    must_helm(string.format(
+  it("a default install (all namespaces) with two replicas: NOTES warn, a PodDisruptionBudget, "
+    .. "topology spread; its ClusterRole and Lease Role run the operator as leader", function()
+    local out = must_helm(string.format(
       "install %s %s -n %s --no-hooks --set envoy-gateway.enabled=false "
         .. "--set gateway.createClass=false --set replicaCount=2 "
-        .. "--set metrics.port=%d --set operator.healthPort=%d",
+        .. "--set metrics.port=%d --set operator.healthPort=%d "
+        .. "--set topologySpreadConstraints[0].maxSkew=1 "
+        .. "--set topologySpreadConstraints[0].topologyKey=kubernetes.io/hostname "
+        .. "--set topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway",
       r3, q(chart), ns3, free_port(), free_port()))
+    assert.is_truthy(out:find("WARNING: this install watches ALL namespaces", 1, true), out)
+    local pdb = S.get(ns3, "poddisruptionbudget", "third-envoy-router")
+    assert.is_truthy(pdb, "no PodDisruptionBudget third-envoy-router")
+    assert.are.equal(1, pdb.spec.minAvailable)
+    local d = S.get(ns3, "deployment", "third-envoy-router")
+    -- The budget selects the operator pods: the Deployment's selector and component.
+    local want = { ["app.kubernetes.io/component"] = "operator" }
+    for k, v in pairs(d.spec.selector.matchLabels) do want[k] = v end
+    assert.are.same(want, pdb.spec.selector.matchLabels)
+    local tsc = d.spec.template.spec.topologySpreadConstraints
+    assert.are.equal(1, #tsc)
+    assert.are.same(d.spec.selector.matchLabels, tsc[1].labelSelector.matchLabels)
     local name = ns3 .. ":third-envoy-router"
     assert.is_truthy(cget("clusterrole", name))
     assert.is_truthy(cget("clusterrolebinding", name))
