@@ -76,7 +76,7 @@ docker-build: image-base ## Build the image $(IMAGE_REPO):$(IMAGE_TAG) for this 
 # shadows the host's); the Dockerfile takes it through its DEBIAN argument.
 .PHONY: image-multiarch
 image-multiarch: $(addprefix image-base-,$(IMAGE_ARCHES)) ## Build $(IMAGE_REPO):$(IMAGE_TAG) for IMAGE_ARCHES as one manifest list
-	-@$(ENGINE) manifest rm $(IMAGE_REPO):$(IMAGE_TAG) >/dev/null 2>&1
+	@$(ENGINE) manifest rm $(IMAGE_REPO):$(IMAGE_TAG) >/dev/null 2>&1 || true
 	@$(ENGINE) manifest create $(IMAGE_REPO):$(IMAGE_TAG) >/dev/null
 	@set -e; for a in $(IMAGE_ARCHES); do \
 	  base=docker.io/library/debian:bookworm-slim; \
