@@ -87,13 +87,16 @@ end
 function D.wait_answer(port, path, status, first, timeout, host)
   local t0 = S.now()
   local last
-  S.eventually(function()
+  repeat
     local code, body = D.get(port, path, host)
     last = code .. " " .. (body:match("^[^\n]*") or "")
-    return code == status and (first == nil or body:match("^[^\n]*") == first)
-  end, timeout or 30,
-    string.format("GET %s -> %d %s (last: %s)", path, status, first or "", tostring(last)))
-  return S.now() - t0
+    if code == status and (first == nil or body:match("^[^\n]*") == first) then
+      return S.now() - t0
+    end
+    S.sleep(0.05)
+  until S.now() - t0 > (timeout or 30)
+  error(string.format("GET %s: no %d %s within %s s (last answer: %s)", path, status, first or "",
+    timeout or 30, last), 2)
 end
 
 local Client = {}
@@ -107,7 +110,13 @@ function D.client(port, paths, host)
   local pid = S.sh(string.format(
     "(exec python3 %s/tools/dataplane/client.py %s %d %s %s >/dev/null 2>&1 & echo $!)",
     root, out, port, S.quote(host or "-"), table.concat(args, " "))):match("%d+")
-  return setmetatable({ pid = tonumber(pid), out = out }, Client)
+  return setmetatable({ pid = tonumber(pid), out = out }, Client):wait()
+end
+
+-- Waits until the loop has `n` answers (default 1): it is running.
+function Client:wait(n)
+  S.eventually(function() return #self:answers() >= (n or 1) end, 10, "client loop answers")
+  return self
 end
 
 -- Answers so far: list of { t, path, status, first }.

@@ -12,9 +12,11 @@ describe("traffic through Envoy", function()
   local stand_ins = {}
 
   -- Pod `name` with its stand-in answering on `ip`, ready unless told.
-  local function pod(name, ip, ready)
+  -- node: bound to a node, so that deleting it is graceful (the API server
+  -- removes an unscheduled pod at once).
+  local function pod(name, ip, ready, node)
     stand_ins[#stand_ins + 1] = D.pods({ [name] = ip })
-    S.pod(ns, name)
+    S.pod(ns, name, { node = node })
     S.pod_status(ns, name, { ip = ip, ready = ready ~= false })
     return stand_ins[#stand_ins]
   end
@@ -92,7 +94,7 @@ describe("traffic through Envoy", function()
 
   it("terminating: the request in flight completes, new ones get 503, then 404 once gone; "
     .. "never 500", function()
-    local p = pod("term-1", "10.244.7.5")
+    local p = pod("term-1", "10.244.7.5", true, "node-1")
     D.wait_answer(gw.port, "/term-1/", 200, "term-1", 30)
     local c = D.client(gw.port, { "/term-1/" })
     -- A slow request in flight while the pod starts terminating.
@@ -101,6 +103,7 @@ describe("traffic through Envoy", function()
       .. "http://127.0.0.1:%d/term-1/__slow/3 >%s 2>&1 &)", gw.port, slow))
     S.sleep(0.5)
     S.must("delete pod term-1 -n " .. ns .. " --grace-period=30 --wait=false")
+    assert.is_truthy(S.get(ns, "pod", "term-1").metadata.deletionTimestamp, "terminating")
     D.wait_answer(gw.port, "/term-1/", 503, nil, 10)
     -- The kubelet would stop the container after the in-flight request; the
     -- pod object goes once its containers are gone.
