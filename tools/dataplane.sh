@@ -229,6 +229,10 @@ EOF
   wait_until 90 "Envoy of Gateway $ns/$gw (log $pdir/envoy.log)" \
     curl -fsS --max-time 2 "http://127.0.0.1:$((19000 + offset))/ready" ||
     { tail -n 20 "$pdir/envoy.log" >&2; die "the proxy of Gateway $ns/$gw is not ready"; }
+  # Ready is not enough: the Gateway's listener must have arrived over xDS.
+  wait_until 30 "Envoy listening on port $((port + 10000))" \
+    curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$((port + 10000))/" ||
+    { tail -n 20 "$pdir/envoy.log" >&2; die "the proxy of Gateway $ns/$gw has no listener"; }
   echo "$((port + 10000))" >"$pdir/port"
   log "Gateway $ns/$gw: Envoy (pid $(<"$pdir/envoy.pid")) listens on 127.0.0.1:$((port + 10000))"
   echo "port=$((port + 10000)) admin=$((19000 + offset))"

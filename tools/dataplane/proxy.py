@@ -24,6 +24,7 @@ and exits with Envoy's status.
 import base64
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -63,14 +64,20 @@ def wait_deployment(ns, gw, timeout=90):
 def make_pod(dep):
     """The Pod a ReplicaSet would create from the template (it stays Pending)."""
     ns = dep["metadata"]["namespace"]
-    name = dep["metadata"]["name"] + "-dataplane"
+    # A random suffix as a ReplicaSet gives: the pod name is Envoy's node id,
+    # and Envoy Gateway tells proxies apart by it (two Gateways of the same
+    # name in two namespaces would otherwise get each other's config).
+    name = "%s-%s" % (dep["metadata"]["name"],
+                      "".join(random.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(5)))
     tmpl = dep["spec"]["template"]
     pod = {"apiVersion": "v1", "kind": "Pod",
            "metadata": {"name": name, "namespace": ns,
                         "labels": tmpl["metadata"].get("labels", {}),
                         "annotations": tmpl["metadata"].get("annotations", {})},
            "spec": tmpl["spec"]}
-    kubectl("delete", "pod", name, "-n", ns, "--ignore-not-found", "--grace-period=0", "--force")
+    # The pod of an earlier run of this proxy goes, as on a rollout.
+    sel = ",".join("%s=%s" % kv for kv in sorted(dep["spec"]["selector"]["matchLabels"].items()))
+    kubectl("delete", "pods", "-n", ns, "-l", sel, "--ignore-not-found", "--grace-period=0", "--force")
     kubectl("create", "-f", "-", stdin=json.dumps(pod))
     return name
 
