@@ -216,7 +216,15 @@ EOF
   local gw port
   gw=$(python3 -c 'import sys,yaml; print([d for d in yaml.safe_load_all(open(sys.argv[1])) if d["kind"]=="Gateway"][0]["metadata"]["name"])' "$out")
   port=$(python3 -c 'import sys,yaml; print([d for d in yaml.safe_load_all(open(sys.argv[1])) if d["kind"]=="Gateway"][0]["spec"]["listeners"][0]["port"])' "$out")
-  local pdir=$dir/proxies/$ns-$gw
+  local pdir=$dir/proxies/$ns-$gw other
+  # All proxies share one network namespace and Envoy binds with SO_REUSEPORT:
+  # two on one port would silently split the traffic between them.
+  for other in "$dir"/proxies/*/; do
+    other=${other%/}
+    [[ $other != "$pdir" && -r $other/port && $(<"$other/port") == $((port + 10000)) ]] || continue
+    live_pid "$other/envoy.pid" envoy >/dev/null || continue
+    die "port $((port + 10000)) is taken by the proxy of $(basename "$other"): give this Gateway another gateway.port"
+  done
   stop_proxy "$pdir"
   mkdir -p "$pdir"
   # Each proxy gets its own admin/stats ports (all share one network namespace).
