@@ -81,7 +81,8 @@ describe("a route to a Gateway that does not exist", function()
           return e
         end
       end
-    end, 30, "Warning Event on pod lost-1")
+    end, 60, "Warning Event on pod lost-1") -- Envoy Gateway writes nothing on such a route:
+    -- the operator reports a route nobody answers for 30 s
     assert.is_truthy(ev.message:find(name, 1, true) or ev.message:lower():find("gateway", 1, true),
       "the Event says which Gateway: " .. ev.message)
     S.eventually(function()
