@@ -129,7 +129,8 @@ describe("traffic through Envoy", function()
     assert.are.equal("200 term-1", seq[1], tally)
     assert.are.equal("404", seq[#seq]:match("^%d+"), tally)
     for _, a in ipairs(answers) do
-      assert.are_not.equal(500, a.status, "a 500 seen: " .. tally)
+      assert.are_not.equal(500, a.status, "a 500 seen: " .. tally .. "; in order: "
+        .. table.concat(seq, " -> "))
       assert.are_not.equal(0, a.status, "no answer seen: " .. tally)
     end
     local saw503 = false
