@@ -19,8 +19,10 @@
 #                                         process); prints its pid
 #   tools/dataplane.sh pods-stop PID|all  stop such a process (or all), remove its addresses
 #   tools/dataplane.sh restart-eg         SIGTERM Envoy Gateway, start it again
-#   tools/dataplane.sh down               stop everything by pid, remove addresses
-#                                         and mount points, delete state
+#   tools/dataplane.sh down               stop everything by pid (also the client
+#                                         loops and operators specs recorded in
+#                                         spawned/), remove addresses and mount
+#                                         points, delete state
 #   tools/dataplane.sh status             what runs (exit 1 when Envoy Gateway does not)
 #
 # Envoy Gateway runs as the chart runs it: provider Kubernetes, deploy type
@@ -296,6 +298,11 @@ cmd_down() {
   [[ -d $dir ]] || return 0
   [[ -e $dir/.envoy-router-dataplane ]] || die "$dir has no .envoy-router-dataplane marker; not touching it"
   local p m
+  # Client loops and operators the specs started (spec/dataplane/support.lua).
+  for p in "$dir"/spawned/*.pid; do
+    [[ -e $p ]] || continue
+    if live_pid "$p" python3 >/dev/null; then stop_pid "$p" python3; else stop_pid "$p" envoy-router; fi
+  done
   cmd_pods-stop all
   for p in "$dir"/proxies/*/; do
     [[ -d $p ]] && stop_proxy "${p%/}"

@@ -23,6 +23,15 @@ local root = os.getenv("ENVOY_ROUTER_ROOT") or "."
 D.script = root .. "/tools/dataplane.sh"
 D.pod_port = 9090 -- not 8080: Envoy Gateway's own metrics server listens there
 
+-- Processes a spec starts (client loops, operators) are recorded where
+-- `tools/dataplane.sh down` finds them, so they are stopped even when a spec
+-- or busted itself dies half-way.
+local state = os.getenv("DATAPLANE_DIR") or (root .. "/.cache/dataplane")
+local function record(pid)
+  S.sh("mkdir -p " .. S.quote(state .. "/spawned") .. " && echo " .. pid .. " > "
+    .. S.quote(state .. "/spawned/" .. pid .. ".pid"))
+end
+
 local function run(args)
   local out, ok, err = S.sh(D.script .. " " .. args)
   assert(ok, "tools/dataplane.sh " .. args .. " failed:\n" .. err)
@@ -110,6 +119,7 @@ function D.client(port, paths, host)
   local pid = S.sh(string.format(
     "(exec python3 %s/tools/dataplane/client.py %s %d %s %s >/dev/null 2>&1 & echo $!)",
     root, out, port, S.quote(host or "-"), table.concat(args, " "))):match("%d+")
+  record(pid)
   return setmetatable({ pid = tonumber(pid), out = out }, Client):wait()
 end
 
@@ -179,6 +189,7 @@ function D.operator(ns, gw, extra)
                  "--pod-port", tostring(D.pod_port) }
   for _, a in ipairs(extra or {}) do args[#args + 1] = a end
   local op = S.operator(args)
+  record(op.pid)
   op:wait_ready()
   return op
 end
