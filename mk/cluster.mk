@@ -34,7 +34,6 @@ cluster-up: | $(CLUSTER_TOOLS) ## Start (or reuse) the loopback test cluster; st
 
 .PHONY: cluster-down
 cluster-down: ## Stop the test cluster (and the data plane on it) and remove its state
-	@tools/dataplane.sh down
 	@tools/cluster.sh down
 
 .PHONY: test-smoke

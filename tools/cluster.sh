@@ -7,7 +7,9 @@
 #   tools/cluster.sh up       start (or reuse) the cluster; stdout gets one
 #                             line, `export KUBECONFIG=...`, so
 #                             `eval "$(tools/cluster.sh up)"` works
-#   tools/cluster.sh down     stop the processes it started, remove its state
+#   tools/cluster.sh down     stop the processes it started (and the data plane
+#                             of tools/dataplane.sh on the default cluster),
+#                             remove its state
 #   tools/cluster.sh status   say whether it runs (exit 0) or not (exit 1)
 #   tools/cluster.sh env      print the export line of a running cluster
 #
@@ -337,6 +339,12 @@ cmd_up() {
 }
 
 cmd_down() {
+  # The data plane (tools/dataplane.sh: Envoy Gateway, proxies, pod stand-ins
+  # on addresses of lo) runs against the checkout's default cluster; it would
+  # outlive the cluster and keep its fixed ports.
+  if [[ $dir == "$top/.cache/cluster" && -x $top/tools/dataplane.sh ]]; then
+    "$top/tools/dataplane.sh" down || log "tools/dataplane.sh down failed"
+  fi
   if any_running; then
     stop_all
     log "stopped the cluster in $dir"

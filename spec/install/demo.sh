@@ -31,6 +31,7 @@ for p in "${pods[@]}"; do
   re=${p//./\\.}
   expect+=("pod $p is created with an IP and made Ready	^pod demo/$re: IP 10\.244\.0\.[0-9]+, Ready$")
   expect+=("route /$p goes to a Service on port 80	^/$re[[:space:]]+-> [a-z0-9-]+:80$")
+  expect+=("GET /$p/ through Envoy answers 200 from that pod	^GET /$re/ -> 200 $re$")
 done
 
 if git clone -q "$top" "$clone" >"$work/clone.log" 2>&1; then
