@@ -10,7 +10,6 @@
 
 #include "embedded.h"
 #include "kube.h"
-#include "luaval.h"
 #include "names.h"
 
 /* lua-cjson exports its opener but ships no header. */
@@ -124,7 +123,7 @@ static int setup(lua_State *L)
         {NULL, NULL},
     };
     static const luaL_Reg host[] = {
-        {"enqueue", l_enqueue}, {"render", l_render}, {"contains", luaval_lua_contains},
+        {"enqueue", l_enqueue}, {"render", l_render},
         {"valid", l_valid}, {"path", l_path}, {NULL, NULL},
     };
     for (const luaL_Reg *lib = libs; lib->func; lib++) {
@@ -506,5 +505,6 @@ void core_route_states(struct core *c, int64_t now_ms, size_t *accepted, size_t 
 
 size_t core_memory(struct core *c)
 {
+    lua_gc(c->L, LUA_GCCOLLECT);
     return (size_t)lua_gc(c->L, LUA_GCCOUNT) * 1024u + (size_t)lua_gc(c->L, LUA_GCCOUNTB);
 }

@@ -54,11 +54,12 @@ int core_watch_event(struct core *c, const char *res, const char *line, size_t l
 
 /* One write of a plan. */
 struct core_action {
-    char *verb;          /* "create", "apply", "replace" (after a refused apply) or "delete" */
+    char *verb;          /* "create", "apply" (both server-side apply), "delete",
+                          * "unfinalize" (a pod), "get" (a probe of a taken name) */
     char *res;           /* "services", "endpointslices", "httproutes" */
     char *key;           /* object key "namespace/name" */
     char *kind;          /* "Service", ... */
-    char *method;        /* "POST", "PATCH", "PUT", "DELETE" */
+    char *method;        /* "PATCH", "DELETE", "GET" */
     char *path;          /* with query */
     char *content_type;
     char *body;
@@ -123,7 +124,7 @@ void core_route_states(struct core *c, int64_t now_ms, size_t *accepted,
 /* Pods with at least one child, cached pods, cached children. */
 void core_stats(struct core *c, size_t *managed, size_t *pods, size_t *children);
 
-/* Bytes the core state holds. */
+/* Bytes the core state holds, after a full garbage collection. */
 size_t core_memory(struct core *c);
 
 #endif

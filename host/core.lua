@@ -1,8 +1,9 @@
 -- host/core.lua: the host's own bookkeeping, trusted and compiled in.
 --
 -- It decodes what the API server sends, keeps the caches (a projection of
--- each selected pod; each child as observed, without managedFields and
--- status), and turns one pod key into a plan: the writes that make the
+-- each selected pod; of each child its identity, owner, version and two
+-- hashes: of the desired object it was written from and of the fields our
+-- server-side apply owns), and turns one pod key into a plan: the writes that make the
 -- pod's children equal to what the user's scripts want. It never writes:
 -- host/reconcile.c carries the plan out and reports each result back.
 --
@@ -10,7 +11,6 @@
 --   host.enqueue(key)           queue a pod key ("namespace/name")
 --   host.render(pod)            run the user's router.children(pod, config):
 --                               list | nil, reason | false, error
---   host.contains(obs, des)     observed already contains desired
 --   host.valid(rule, s)         name rules: "dns1035", "subdomain",
 --                               "label_key", "label_value"
 --   host.path(apiVersion, kind, namespace, name)  API path of an object
@@ -22,6 +22,18 @@ local M = {}
 local MANAGER = "envoy-router"
 local MANAGED_BY = "app.kubernetes.io/managed-by"
 local POD_LABEL = "envoy-router/pod"
+-- The hash of the desired object, kept on each child: a child whose hash
+-- differs was written from other flags or templates and gets an apply,
+-- which prunes what is no longer desired.
+local HASH = "envoy-router/desired-hash"
+-- A resourceVersion no object can have (etcd revisions are int64). Sent
+-- with the apply that creates a child, it makes that apply fail with 409
+-- when the name exists: a create that never takes anything over.
+local NEVER_RV = "18446744073709551615"
+-- The finalizer the Go operator (chart 0.1.3) put on every pod it
+-- selected. Nothing else removes it once that operator is gone, so pods
+-- would hang in Terminating: this one takes it off the pods it selects.
+local GO_FINALIZER = "envoy-router.comet.ml/finalizer"
 local null = cjson.null
 
 -- lua-cjson escapes every "/" as "\/"; valid JSON, but paths and label
@@ -44,7 +56,7 @@ for res, r in pairs(RESOURCES) do
 end
 M.child_resources = { "services", "endpointslices", "httproutes" }
 
-local pods = {}        -- pod key -> projected pod
+local pods = {}        -- pod key -> projected pod, as JSON text (see pod_of)
 local store = {}       -- res -> object key -> observed child
 local owner_of = {}    -- res -> object key -> owning pod key
 local owned = {}       -- pod key -> { ["res\0objkey"] = true }
@@ -56,8 +68,20 @@ local seen = {}        -- res -> object key -> list generation that saw it
 local taken = {}
 -- "res\0objkey" -> true: server-side apply was refused (422), e.g. a hand
 -- edit left a Service port entry that another field manager owns, which
--- apply cannot remove. The next write of that child is a full update.
-local replace_next = {}
+-- apply cannot remove (equal values are owned jointly, so even a forced
+-- apply shares them). The child is ours and broken: the next plan deletes
+-- it (uid precondition) and the one after creates it afresh.
+local replace = {}
+-- "res\0objkey" -> true while an apply that repairs a hand edit (the
+-- desired object itself unchanged) is in flight: only such an apply, when
+-- refused, leads to a replacement. A refused apply of a changed desired
+-- object is the template's fault: reported, and the child left as it is.
+local repairing = {}
+-- "res\0objkey" -> hash of the owned fields the last apply in flight
+-- sent; and, once answered, "desired-hash owned-hash" when the API server
+-- keeps those fields in another form than we sent them (defaults inside
+-- an atomic list): that form then counts as up to date.
+local sent, settled = {}, {}
 -- "res\0objkey" -> pod key, for the creates and probes in flight: the
 -- answer to a probe has to queue the pod, whose key may differ from the
 -- child's (hashed names).
@@ -85,6 +109,16 @@ local function key_of(md)
   return (val(md.namespace) or "") .. "/" .. (val(md.name) or "")
 end
 
+-- The cached projection of pod `key` as a table, or nil.
+local function pod_of(key)
+  local text = pods[key]
+  if text == nil then return nil end
+  local pod = cjson.decode(text)
+  -- lua-cjson decodes an empty list as an empty table, which is what the
+  -- scripts see for an absent one too: nothing to undo.
+  return pod
+end
+
 -- The few pod fields scripts and reconcile read; a whole pod is ~16 KiB
 -- as a table, this is well under 1 KiB.
 local function project_pod(o)
@@ -108,9 +142,15 @@ local function project_pod(o)
       conditions[i] = { type = c.type, status = c.status }
     end
   end
+  local go_finalizer
+  for i, f in ipairs(val(md.finalizers) or {}) do
+    if f == GO_FINALIZER then go_finalizer = i - 1 end
+  end
   return {
     apiVersion = "v1",
     kind = "Pod",
+    -- Index (0-based) of the Go operator's finalizer in metadata.finalizers.
+    go_finalizer = go_finalizer,
     metadata = {
       name = val(md.name), namespace = val(md.namespace), uid = val(md.uid),
       labels = val(md.labels), annotations = ann,
@@ -125,20 +165,181 @@ local function project_pod(o)
   }
 end
 
--- A child as the comparison needs it: everything but status and the
--- bookkeeping metadata.
-local function project_child(o)
-  local md = o.metadata or {}
-  md.managedFields = nil
-  md.creationTimestamp = nil
-  md.selfLink = nil
-  md.generation = nil
-  o.status = nil
-  return o
+-- A stable text of a plain value: keys sorted, integral numbers without a
+-- fraction (lua-cjson decodes every number as a float).
+local function canonical(v, out)
+  local t = type(v)
+  if t == "table" then
+    local n = #v
+    if n > 0 or next(v) == nil then
+      out[#out + 1] = "["
+      for i = 1, n do
+        if i > 1 then out[#out + 1] = "," end
+        canonical(v[i], out)
+      end
+      out[#out + 1] = "]"
+    else
+      local keys = {}
+      for k in pairs(v) do keys[#keys + 1] = tostring(k) end
+      table.sort(keys)
+      out[#out + 1] = "{"
+      for i, k in ipairs(keys) do
+        if i > 1 then out[#out + 1] = "," end
+        out[#out + 1] = string.format("%q:", k)
+        canonical(v[k] == nil and v[tonumber(k)] or v[k], out)
+      end
+      out[#out + 1] = "}"
+    end
+  elseif t == "number" then
+    local i = math.tointeger(v)
+    out[#out + 1] = i and string.format("%d", i) or string.format("%.17g", v)
+  elseif t == "string" then
+    out[#out + 1] = string.format("%q", v)
+  else
+    out[#out + 1] = tostring(v)
+  end
+  return out
 end
 
--- What the Gateway controller says about a route (before project_child drops
--- the status): for each of the route's own parentRefs, the status entry of
+-- FNV-1a, 64 bits, as 16 hex digits: a change detector, not a signature.
+local function hash(v)
+  local s = table.concat(canonical(v, {}))
+  local h = -3750763034362895579          -- 0xcbf29ce484222325
+  for i = 1, #s, 64 do
+    for _, b in ipairs({ s:byte(i, i + 63) }) do
+      h = (h ~ b) * 1099511628211
+    end
+  end
+  return string.format("%016x", h)
+end
+M.hash = hash
+
+-- The part of `v` that the field set `set` (a managedFields fieldsV1 node)
+-- covers. A node without children is a leaf or an atomic list or map:
+-- the whole value. Keyed list entries ("k:{...}") and set values ("v:...")
+-- are looked up in the observed list and kept in its order.
+local function extract(set, v)
+  if type(set) ~= "table" or type(v) ~= "table" then return v end
+  local leaf = true
+  for k in pairs(set) do
+    if k ~= "." then leaf = false; break end
+  end
+  if leaf then return v end
+  if #v > 0 then
+    local pick = {}
+    for k, sub in pairs(set) do
+      local kind, rest = k:sub(1, 2), k:sub(3)
+      if kind == "k:" then
+        local ok, want = pcall(cjson.decode, rest)
+        for i, item in ipairs(v) do
+          local match = ok and type(item) == "table"
+          if match then
+            for f, x in pairs(want) do
+              if item[f] ~= x then match = false; break end
+            end
+          end
+          if match then pick[i] = extract(sub, item); break end
+        end
+      elseif kind == "v:" then
+        local ok, want = pcall(cjson.decode, rest)
+        for i, item in ipairs(v) do
+          if ok and item == want then pick[i] = item; break end
+        end
+      elseif kind == "i:" then
+        local i = (tonumber(rest) or -1) + 1
+        if v[i] ~= nil then pick[i] = extract(sub, v[i]) end
+      end
+    end
+    local idx, out = {}, {}
+    for i in pairs(pick) do idx[#idx + 1] = i end
+    table.sort(idx)
+    for _, i in ipairs(idx) do out[#out + 1] = pick[i] end
+    return out
+  end
+  local out = {}
+  for k, sub in pairs(set) do
+    if k:sub(1, 2) == "f:" then
+      local name = k:sub(3)
+      if v[name] ~= nil and v[name] ~= null then out[name] = extract(sub, v[name]) end
+    end
+  end
+  return out
+end
+
+-- What apply owns of an object, as the desired object says it: without
+-- the fields managedFields never lists (apiVersion, kind, name, namespace).
+local function owned_view(o)
+  local v = {}
+  for k, x in pairs(o) do
+    if k ~= "apiVersion" and k ~= "kind" and k ~= "status" then v[k] = x end
+  end
+  if type(o.metadata) == "table" then
+    local md = {}
+    for k, x in pairs(o.metadata) do
+      if k ~= "name" and k ~= "namespace" and k ~= "uid" and k ~= "resourceVersion" then md[k] = x end
+    end
+    v.metadata = md
+  end
+  return v
+end
+
+-- The hash of the fields envoy-router's apply owns in an observed object
+-- (its "Apply" entry of managedFields), or "-" when it owns none.
+local function owned_hash(o)
+  local md = val(o.metadata) or {}
+  for _, e in ipairs(val(md.managedFields) or {}) do
+    if e.manager == MANAGER and e.operation == "Apply" and (val(e.subresource) or "") == "" then
+      return hash(extract(val(e.fieldsV1) or {}, owned_view(o)))
+    end
+  end
+  return "-"
+end
+
+-- A cached child: what reconcile reads, packed in one short string (a
+-- child kept whole costs kilobytes; this is under 200 bytes):
+-- uid, resourceVersion, flags ("o": our managed-by label, "c": some
+-- controller ownerReference, "i": a Service with a cluster IP, "d": being
+-- deleted), name and uid of its controller Pod, its
+-- desired-hash annotation, the hash of the fields our apply owns.
+local function pack_child(o)
+  local md = val(o.metadata) or {}
+  local labels, ann = val(md.labels), val(md.annotations)
+  local flags = "f"
+  if type(labels) == "table" and labels[MANAGED_BY] == MANAGER then flags = flags .. "o" end
+  if val(md.deletionTimestamp) then flags = flags .. "d" end
+  local spec = val(o.spec)
+  if type(spec) == "table" and type(spec.clusterIP) == "string" and spec.clusterIP ~= ""
+      and spec.clusterIP ~= "None" then
+    flags = flags .. "i"
+  end
+  local pod_ref
+  for _, ref in ipairs(val(md.ownerReferences) or {}) do
+    if ref.controller == true then
+      flags = flags .. "c"
+      if ref.kind == "Pod" then pod_ref = ref end
+    end
+  end
+  return table.concat({
+    val(md.uid) or "-", val(md.resourceVersion) or "-", flags,
+    pod_ref and tostring(pod_ref.name) or "-", pod_ref and tostring(pod_ref.uid) or "-",
+    type(ann) == "table" and type(ann[HASH]) == "string" and ann[HASH] or "-",
+    owned_hash(o),
+  }, " ")
+end
+
+local function unpack_child(s)
+  local uid, rv, flags, ref_name, ref_uid, ann, oh =
+    s:match("^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$")
+  local function opt(x) if x ~= "-" then return x end end
+  return { uid = opt(uid), rv = opt(rv), ours = flags:find("o", 1, true) ~= nil,
+           controlled = flags:find("c", 1, true) ~= nil, cluster_ip = flags:find("i", 1, true) ~= nil,
+           deleting = flags:find("d", 1, true) ~= nil,
+           ref_name = opt(ref_name),
+           ref_uid = opt(ref_uid), ann = opt(ann), owned = oh }
+end
+
+-- What the Gateway controller says about a route (before the child is packed
+-- without its status): for each of the route's own parentRefs, the status entry of
 -- that parent and its Accepted and ResolvedRefs conditions, ignoring ones
 -- written for an older generation of the spec. Returns
 -- { state = "accepted" | "not_accepted" | "unresolved" | "pending",
@@ -221,7 +422,9 @@ local function upsert(res, o, quiet)
   local md = o.metadata or {}
   local key = key_of(md)
   if res == "pods" then
-    pods[key] = project_pod(o)
+    -- Kept as text: a decoded table costs several times its JSON, and a
+    -- pod is decoded only when it is reconciled.
+    pods[key] = encode(project_pod(o))
     seen.pods[key] = generation.pods
     if not quiet then host.enqueue(key) end
     return
@@ -251,7 +454,7 @@ local function upsert(res, o, quiet)
   end
   -- Items of built-in lists carry no apiVersion/kind; desired ones do.
   o.apiVersion, o.kind = RESOURCES[res].apiVersion, RESOURCES[res].kind
-  store[res][key] = project_child(o)
+  store[res][key] = pack_child(o)
   seen[res][key] = generation[res]
   link(res, key, pkey)
   if not quiet then
@@ -271,6 +474,8 @@ local function remove(res, key, quiet)
   end
   if store[res][key] == nil then return end
   local pkey = owner_of[res][key]
+  local id = res .. "\0" .. key
+  sent[id], settled[id], replace[id], repairing[id] = nil, nil, nil, nil
   store[res][key] = nil
   seen[res][key] = nil
   if res == "httproutes" then
@@ -420,6 +625,22 @@ local function desired_of(pod)
   return out
 end
 
+
+local function shallow(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
+-- The body of an apply: the desired object with metadata.resourceVersion
+-- or metadata.uid as a precondition (neither is a field anyone owns).
+local function with_meta(obj, field, value)
+  local o = shallow(obj)
+  o.metadata = shallow(obj.metadata)
+  o.metadata[field] = value
+  return o
+end
+
 local function action(verb, r, okey, obj, uid)
   local ns, name = okey:match("^([^/]*)/(.*)$")
   local a = { verb = verb, res = r.res, key = okey, kind = r.kind, name = name }
@@ -427,20 +648,30 @@ local function action(verb, r, okey, obj, uid)
     a.method = "GET"
     a.path = host.path(r.apiVersion, r.kind, ns, name)
     a.body = ""
-  elseif verb == "create" then
-    a.method = "POST"
-    a.path = host.path(r.apiVersion, r.kind, ns, nil) .. "?fieldManager=" .. MANAGER
-    a.body = encode(obj)
-    a.content_type = "application/json"
-  elseif verb == "replace" then
-    a.method = "PUT"
-    a.path = host.path(r.apiVersion, r.kind, ns, name) .. "?fieldManager=" .. MANAGER
-    a.body = encode(obj)
-    a.content_type = "application/json"
-  elseif verb == "apply" then
+  elseif verb == "unfinalize" then
+    -- A JSON patch that removes one finalizer and touches nothing else;
+    -- the test makes it fail (422) if the list moved since we saw it.
+    a.method = "PATCH"
+    a.path = host.path("v1", "Pod", ns, name)
+    local at = "/metadata/finalizers/" .. string.format("%d", obj)
+    a.body = encode({ { op = "test", path = at, value = GO_FINALIZER },
+                      { op = "remove", path = at } })
+    a.content_type = "application/json-patch+json"
+  elseif verb == "create" or verb == "apply" then
+    -- Every field of a child is written by server-side apply, from the
+    -- first write on, so the one field manager owns all of it and a later
+    -- apply prunes whatever is no longer desired. A create carries a
+    -- resourceVersion no object has: if the name exists (someone else's
+    -- object, or ours out of sight) the API server answers 409 and changes
+    -- nothing. An update carries the observed uid: it never touches a
+    -- newer object of the same name.
     a.method = "PATCH"
     a.path = host.path(r.apiVersion, r.kind, ns, name) .. "?fieldManager=" .. MANAGER .. "&force=true"
-    a.body = encode(obj)
+    if verb == "create" then
+      a.body = encode(with_meta(obj, "resourceVersion", NEVER_RV))
+    else
+      a.body = encode(with_meta(obj, "uid", uid))
+    end
     a.content_type = "application/apply-patch+yaml"
   else
     a.method = "DELETE"
@@ -454,45 +685,33 @@ local function action(verb, r, okey, obj, uid)
   return a
 end
 
--- A copy of the observed object with the desired one laid over it: maps
--- merge, lists and scalars of the desired object replace the observed ones.
--- Keeps resourceVersion, so a full update loses no concurrent change.
-local function overlay(obs, des)
-  if type(des) ~= "table" or type(obs) ~= "table" or #des > 0 or next(des) == nil then
-    if type(des) ~= "table" then return des end
-    local copy = {}
-    for k, v in pairs(des) do copy[k] = overlay(nil, v) end
-    return copy
-  end
-  local out = {}
-  for k, v in pairs(obs) do out[k] = v end
-  for k, v in pairs(des) do out[k] = overlay(obs[k], v) end
-  return out
-end
-
-local function is_ours(obs)
-  local labels = val(obs.metadata.labels)
-  return labels ~= nil and labels[MANAGED_BY] == MANAGER
-end
-
 -- The plan for one pod key:
 --   { actions = {...}, problems = { {reason, message}... }, error = text|nil,
 --     pod = { name, namespace, uid } | nil }
 -- An error (script failure, invalid child) means: write nothing, report,
 -- retry later; children stay as they are.
 function M.reconcile(key)
-  local pod = pods[key]
+  local pod = pod_of(key)
   local plan = { actions = {}, problems = {} }
   local desired = {}
   if pod then
     plan.pod = { name = pod.metadata.name, namespace = pod.metadata.namespace,
                  uid = pod.metadata.uid }
+    if pod.go_finalizer then
+      plan.actions[#plan.actions + 1] = action("unfinalize", { res = "pods", kind = "Pod" },
+        key, pod.go_finalizer)
+    end
     local list, why, failed = desired_of(pod)
     if failed then
       plan.error = why
       return plan
     end
     desired = list or {}
+  else
+    -- The pod is gone: so are its entries in the tables of names in flight.
+    for id, k in pairs(wanted_by) do
+      if k == key then wanted_by[id], taken[id] = nil, nil end
+    end
   end
   -- held: a name is not ours, so nothing new is written; probing: we do not
   -- know yet whose it is, so nothing is deleted either.
@@ -516,11 +735,12 @@ function M.reconcile(key)
   for _, d in ipairs(desired) do
     if d.r.kind == "HTTPRoute" then
       local obs = store[d.r.res][d.key]
-      local uid = obs and val(obs.metadata.uid)
-      if uid and owner_key(obs) == key and val(obs.metadata.deletionTimestamp) == nil then
+      local c = obs and unpack_child(obs)
+      local okey = c and c.ref_name and (pod.metadata.namespace .. "/" .. c.ref_name)
+      if c and c.uid and okey == key and not c.deleting then
         route_refs[#route_refs + 1] = {
-          apiVersion = d.r.apiVersion, kind = "HTTPRoute", name = val(obs.metadata.name),
-          uid = uid, controller = false, blockOwnerDeletion = false,
+          apiVersion = d.r.apiVersion, kind = "HTTPRoute", name = d.obj.metadata.name,
+          uid = c.uid, controller = false, blockOwnerDeletion = false,
         }
       else
         route_pending = true
@@ -539,6 +759,18 @@ function M.reconcile(key)
     local id = d.r.res .. "\0" .. d.key
     wanted[id] = true
     local obs = store[d.r.res][d.key]
+    local c = obs and unpack_child(obs)
+    if c and c.cluster_ip and type(d.obj.spec) == "table" and d.obj.spec.clusterIP == "None" then
+      -- A Service that has a cluster IP (one the Go operator made, or from
+      -- before --headless-services) cannot become headless: the API server
+      -- refuses the change. Envoy routes to the endpoints either way, so
+      -- it keeps its IP rather than being deleted under live traffic.
+      d.obj.spec.clusterIP = nil
+    end
+    local md = d.obj.metadata
+    local h = hash(d.obj)
+    if md.annotations == nil then md.annotations = {} end
+    if type(md.annotations) == "table" then md.annotations[HASH] = h end
     if obs == nil then
       if taken[id] then
         -- A create met an object we do not see. Read it: it may be ours
@@ -550,13 +782,17 @@ function M.reconcile(key)
       elseif d.r.kind == "Service" or (not service_pending
           and (d.r.kind == "HTTPRoute" or not route_pending)) then
         wanted_by[id] = key
+        sent[id] = hash(owned_view(d.obj))
         writes[#writes + 1] = { a = action("create", d.r, d.key, d.obj) }
       end
     else
-      local okey, ref = owner_key(obs)
+      local ns = pod.metadata.namespace
+      local okey = c.ref_name and (ns .. "/" .. c.ref_name)
       -- Ours: our label, or (label taken off by hand) our controller
-      -- reference to this very pod.
-      local ours = okey == key and (is_ours(obs) or ref.uid == pod.metadata.uid)
+      -- reference to this very pod; or left by the Go operator this one
+      -- replaces: our label, exactly this name, and no controller at all.
+      local ours = (okey == key and (c.ours or c.ref_uid == pod.metadata.uid))
+        or (c.ours and not c.controlled)
       if not ours then
         held, conflict = true, true
         plan.problems[#plan.problems + 1] = {
@@ -566,18 +802,26 @@ function M.reconcile(key)
             okey and ("pod " .. okey) or "someone else"),
         }
       else
-        local same, where = host.contains(obs, d.obj)
-        if ref.uid ~= pod.metadata.uid then
-          same, where = false, "ownerReferences (the pod was recreated)"
+        local want = hash(owned_view(d.obj))
+        local where
+        if c.ann ~= h then
+          -- Written from other flags or templates (or not by us yet): the
+          -- apply also prunes what is no longer desired.
+          where = "metadata.annotations." .. HASH
+        elseif c.owned ~= want and settled[id] ~= h .. " " .. c.owned then
+          -- Drift: a field our apply owns was changed or taken over by
+          -- someone else (or the server keeps it in another form: then
+          -- the answer to our apply settles it).
+          where = "fields envoy-router owns"
         end
-        if not same then
-          local a
-          if replace_next[id] then
-            a = action("replace", d.r, d.key, overlay(obs, d.obj))
-          else
-            a = action("apply", d.r, d.key, d.obj)
-          end
+        if not where then replace[id] = nil end
+        if where and replace[id] then
+          writes[#writes + 1] = { a = action("delete", d.r, d.key, nil, c.uid), replace = true }
+        elseif where then
+          local a = action("apply", d.r, d.key, d.obj, c.uid)
           a.why = where
+          sent[id] = want
+          repairing[id] = c.ann == h or nil
           writes[#writes + 1] = { a = a }
         end
       end
@@ -606,10 +850,9 @@ function M.reconcile(key)
   table.sort(ids)
   for _, id in ipairs(ids) do
     local res, okey = id:match("^([^%z]*)%z(.*)$")
-    local obs = store[res][okey]
-    if (res == "httproutes" or not routes_going) and val(obs.metadata.deletionTimestamp) == nil then
-      plan.actions[#plan.actions + 1] = action("delete", RESOURCES[res], okey, nil,
-        val(obs.metadata.uid))
+    local c = unpack_child(store[res][okey])
+    if (res == "httproutes" or not routes_going) and not c.deleting then
+      plan.actions[#plan.actions + 1] = action("delete", RESOURCES[res], okey, nil, c.uid)
     end
   end
   -- A route of this pod that its Gateway controller turned down: reported
@@ -632,6 +875,13 @@ end
 -- name) or "rejected" (the server refused the object: 4xx).
 function M.result(res, key, verb, status, body)
   local id = res .. "\0" .. key
+  if verb == "unfinalize" then
+    -- Gone is fine; a failed test (the list moved) is tried again once
+    -- the watch has brought the pod as it is now.
+    if (status >= 200 and status < 300) or status == 404 then return "ok" end
+    if status == 403 then return "rejected" end
+    return "retry"
+  end
   if verb == "get" then
     if status == 404 then
       -- The name is free again: the pod can create it.
@@ -642,7 +892,7 @@ function M.result(res, key, verb, status, body)
     if status ~= 200 then return "retry" end
     local o = cjson.decode(body)
     local pkey, ref = owner_key(o)
-    local pod = pkey and pods[pkey]
+    local pod = pkey and pod_of(pkey)
     if pod and ref.uid == pod.metadata.uid then
       taken[id], wanted_by[id] = nil, nil
       -- Outside our label selector, so the watch will not tell us about it
@@ -656,7 +906,10 @@ function M.result(res, key, verb, status, body)
     if verb == "delete" then
       -- Gone, unless finalizers keep it (the answer is then the object,
       -- marked for deletion: its watch DELETED tells when it is gone). A
-      -- route gone queues its pod: the rest of the pod's children follow.
+      -- route gone queues its pod: the rest of the pod's children follow;
+      -- so does a replacement (the pod creates the child afresh).
+      local pkey = owner_of[res][key]
+      local again = replace[id]
       local ok, o = pcall(cjson.decode, body)
       local md = ok and type(o) == "table" and o.kind ~= "Status" and val(o.metadata)
       local fin = type(md) == "table" and val(md.finalizers)
@@ -664,11 +917,17 @@ function M.result(res, key, verb, status, body)
         upsert(res, o, true)
       else
         remove(res, key, res ~= "httproutes")
+        if again and pkey then host.enqueue(pkey) end
       end
     else
-      replace_next[id] = nil
       local ok, o = pcall(cjson.decode, body)
       if ok and type(o) == "table" and type(o.metadata) == "table" then
+        local ann = val(o.metadata.annotations)
+        local got = owned_hash(o)
+        settled[id] = nil
+        if type(sent[id]) == "string" and got ~= sent[id] and type(ann) == "table" then
+          settled[id] = tostring(ann[HASH]) .. " " .. got
+        end
         upsert(res, o, true)
         -- A new Service or HTTPRoute (or a name free again): the pod's other
         -- children can follow now.
@@ -677,11 +936,29 @@ function M.result(res, key, verb, status, body)
           host.enqueue(pkey)
         end
       end
-      taken[id], wanted_by[id] = nil, nil
+      taken[id], wanted_by[id], sent[id], repairing[id] = nil, nil, nil, nil
     end
     return "ok"
   end
-  if verb == "apply" and status == 422 then replace_next[id] = true end
+  sent[id] = nil
+  local was_repair = repairing[id]
+  repairing[id] = nil
+  if verb == "apply" and status == 422 then
+    -- metadata.uid refused: a newer object holds the name (our cache is
+    -- behind); the watch brings it. A repair refused: entries someone
+    -- else added block it; the child is replaced.
+    if body:find("metadata.uid", 1, true) then return "retry" end
+    if was_repair then
+      replace[id] = true
+      return "retry"
+    end
+    return "rejected"
+  end
+  if verb == "apply" and status == 409 then
+    -- The uid precondition: the object we saw is gone or replaced. The
+    -- watch brings the news; look again then.
+    return "retry"
+  end
   if verb == "delete" and status == 404 then
     remove(res, key, res ~= "httproutes")
     return "ok"
@@ -703,7 +980,7 @@ function M.validate()
   for key in pairs(pods) do keys[#keys + 1] = key end
   table.sort(keys)
   for _, key in ipairs(keys) do
-    local _, why, failed = desired_of(pods[key])
+    local _, why, failed = desired_of(pod_of(key))
     if failed then return string.format("pod %s: %s", key, why) end
   end
   return nil

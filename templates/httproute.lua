@@ -23,6 +23,10 @@ return function(p, cfg, names)
         kind = "Service",
         name = names.service,
         port = cfg.servicePort,
+        -- The API server's default, written out: what the operator applies
+        -- is then exactly what the server keeps, and a restart finds every
+        -- route up to date without a write.
+        weight = 1,
       },
     },
   }

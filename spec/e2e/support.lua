@@ -422,6 +422,28 @@ function Operator:idle()
     and m['controller_runtime_active_workers{controller="pod"}'] == 0
 end
 
+-- A kubeconfig file for ServiceAccount `sa` of `ns`: the cluster's server
+-- and CA, a fresh token from the TokenRequest API. Returns its path.
+function S.sa_kubeconfig(ns, sa)
+  local admin = cjson.decode(S.must("config view --raw --minify -o json"))
+  local cluster = admin.clusters[1].cluster
+  local token = S.must(string.format("create token %s -n %s --duration=1h", sa, ns)):gsub("%s+$", "")
+  local kc = {
+    apiVersion = "v1", kind = "Config", ["current-context"] = "sa",
+    clusters = { { name = "c", cluster = {
+      server = cluster.server,
+      ["certificate-authority-data"] = cluster["certificate-authority-data"],
+    } } },
+    users = { { name = "sa", user = { token = token } } },
+    contexts = { { name = "sa", context = { cluster = "c", user = "sa", namespace = ns } } },
+  }
+  local path = os.tmpname()
+  local f = assert(io.open(path, "w"))
+  f:write(cjson.encode(kc))
+  f:close()
+  return path
+end
+
 -- VmRSS of the operator process in KiB.
 function Operator:rss_kib()
   local s = read_file("/proc/" .. self.pid .. "/status") or ""

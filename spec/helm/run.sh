@@ -129,4 +129,7 @@ done
 # ---- 4. helm install into the API server ----------------------------------
 busted --lua=lua5.4 -o TAP spec/helm/install_spec.lua || status=1
 
+# ---- 5. the chart's RBAC is what the operator uses (its own token) -------
+busted --lua=lua5.4 -o TAP spec/helm/rbac_spec.lua || status=1
+
 exit "$status"

@@ -66,7 +66,7 @@ describe("templates called on their own", function()
         } },
         rules = { {
           matches = { { path = { type = "PathPrefix", value = "/app-1" } } },
-          backendRefs = { { group = "", kind = "Service", name = "app-1", port = 81 } },
+          backendRefs = { { group = "", kind = "Service", name = "app-1", port = 81, weight = 1 } },
         } },
       },
     }, httproute(POD, cfg, n))

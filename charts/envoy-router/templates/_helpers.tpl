@@ -28,8 +28,16 @@ Callable from a parent chart with a context of its own
 (dict "Values" <these values> "Release" .Release "Chart" (dict "Name" "envoy-router")).
 */}}
 {{- define "envoy-router.gatewayName" -}}
-{{- if .Values.gateway.name }}
-{{- .Values.gateway.name }}
+{{- $go := dig "gatewayName" "" .Values.operator }}
+{{- if and $go .Values.gateway.name (ne $go .Values.gateway.name) }}
+{{- fail (printf "operator.gatewayName (%s, the Go chart's key) and gateway.name (%s) differ: set gateway.name only" $go .Values.gateway.name) }}
+{{- end }}
+{{- $gw := default $go .Values.gateway.name }}
+{{- if $gw }}
+{{- if eq $gw (include "envoy-router.fullname" .) }}
+{{- fail (printf "gateway.name %s is the operator's own name: Envoy Gateway names the proxy Deployment, Service and ServiceAccount after the Gateway, in this namespace; choose another gateway.name" $gw) }}
+{{- end }}
+{{- $gw }}
 {{- else }}
 {{- printf "%s-gateway" (include "envoy-router.fullname" . | trunc 55 | trimSuffix "-") }}
 {{- end }}

@@ -1,0 +1,158 @@
+-- luacheck: std lua54
+-- bench/converge.lua: memory with 1,000 and 10,000 managed pods against the
+-- same binary idle, and the time to write every child of 1,000 pods made
+-- ready at once against a minimal client writing the same 3,000 objects.
+--
+--   make build && lua5.4 bench/converge.lua [PODS] [MORE]   (from the checkout root)
+--
+-- Not part of `make test` (10,000 pods take a few minutes on two cores).
+-- Against the loopback control plane of tools/cluster.sh:
+-- 1. floor RSS: the operator on an empty namespace, caches synced;
+-- 2. PODS (1,000) labelled pods with IPs and Ready, created while no
+--    operator runs; the operator starts; time until it has written all
+--    3 x PODS children and its queue is empty; RSS;
+-- 3. floor time: one curl process writing the same 3 x PODS objects
+--    (create, 16 at a time: the operator's --max-concurrent-writes) into
+--    another namespace;
+-- 4. MORE (9,000) more pods; RSS once their 3 x MORE children are written
+--    (10,000 managed pods in all).
+-- All in one run, so the ratios compare like with like.
+
+package.path = "./bench/?.lua;./?.lua;" .. package.path
+local S = require("spec.e2e.support")
+
+local N = tonumber(arg[1]) or 1000
+local MORE = tonumber(arg[2]) or 9000
+local ns, floor_ns, empty_ns = "bench-cv", "bench-cv-floor", "bench-cv-empty"
+
+local function names(from, to)
+  local out, st = {}, {}
+  for i = from, to do
+    local n = string.format("cv-%05d", i)
+    out[#out + 1] = n
+    st[n] = { ip = string.format("10.%d.%d.%d", 100 + i // 62500, (i // 250) % 250, i % 250 + 1),
+              ready = true }
+  end
+  return out, st
+end
+
+-- Pods in batches (one curl each), then their status.
+local function make_pods(list, statuses)
+  for i = 1, #list, 1000 do
+    local batch, st = {}, {}
+    for j = i, math.min(i + 999, #list) do
+      batch[#batch + 1] = list[j]
+      st[list[j]] = statuses[list[j]]
+    end
+    S.pods(ns, batch)
+    S.pods_status(ns, st)
+  end
+end
+
+-- The three objects a pod gets (as the built-in templates make them).
+local function objects(target_ns, name, ip)
+  local labels = { ["app.kubernetes.io/managed-by"] = "bench", ["envoy-router/pod"] = name }
+  return {
+    { path = "/api/v1/namespaces/" .. target_ns .. "/services", body = {
+      apiVersion = "v1", kind = "Service",
+      metadata = { name = name, namespace = target_ns, labels = labels },
+      spec = { clusterIP = "None",
+               ports = { { name = "http", port = 80, targetPort = 8080, protocol = "TCP" } } } } },
+    { path = "/apis/discovery.k8s.io/v1/namespaces/" .. target_ns .. "/endpointslices", body = {
+      apiVersion = "discovery.k8s.io/v1", kind = "EndpointSlice",
+      metadata = { name = name, namespace = target_ns, labels = {
+        ["kubernetes.io/service-name"] = name, ["app.kubernetes.io/managed-by"] = "bench" } },
+      addressType = "IPv4",
+      endpoints = { { addresses = { ip }, conditions = { ready = true, serving = true,
+                                                         terminating = false } } },
+      ports = { { name = "http", port = 8080, protocol = "TCP" } } } },
+    { path = "/apis/gateway.networking.k8s.io/v1/namespaces/" .. target_ns .. "/httproutes", body = {
+      apiVersion = "gateway.networking.k8s.io/v1", kind = "HTTPRoute",
+      metadata = { name = name, namespace = target_ns, labels = labels },
+      spec = { parentRefs = { { name = "envoy-router" } },
+               rules = { { matches = { { path = { type = "PathPrefix", value = "/" .. name } } },
+                           backendRefs = { { name = name, port = 80 } } } } } } },
+  }
+end
+
+local function count_children(target_ns)
+  local n = 0
+  for _, kind in ipairs({ "services", "endpointslices", "httproutes" }) do
+    n = n + #S.list(target_ns, kind, "app.kubernetes.io/managed-by=envoy-router")
+  end
+  return n
+end
+
+local function wait_written(op, want, timeout)
+  S.eventually(function()
+    return op:writes() >= want and op:idle()
+  end, timeout, want .. " writes and an empty queue; log " .. op.log)
+end
+
+local function run()
+  local ops = {}
+  local ok, err = pcall(function()
+    S.namespace(empty_ns)
+    S.namespace(floor_ns)
+    S.namespace(ns)
+
+    local idle = S.operator({ "--watch-namespace", empty_ns })
+    ops[#ops + 1] = idle
+    idle:wait_ready()
+    S.sleep(2)
+    local floor_rss = idle:rss_kib()
+    idle:stop()
+
+    local first, st1 = names(1, N)
+    make_pods(first, st1)
+    local t = S.now()
+    local op = S.operator({ "--watch-namespace", ns })
+    ops[#ops + 1] = op
+    wait_written(op, 3 * N, 600)
+    local took = S.now() - t
+    assert(count_children(ns) == 3 * N, "children after the first start")
+    S.sleep(2)
+    local rss1 = op:rss_kib()
+
+    -- the floor: the same 3 x N objects from one client
+    local reqs = {}
+    for _, name in ipairs(first) do
+      for _, o in ipairs(objects(floor_ns, name, st1[name].ip)) do
+        reqs[#reqs + 1] = { method = "POST", path = o.path, body = o.body }
+      end
+    end
+    t = S.now()
+    local codes = S.api_many(reqs, 16)
+    local floor_took = S.now() - t
+    local created = 0
+    for _, c in ipairs(codes) do if c == 201 then created = created + 1 end end
+    assert(created == 3 * N, "floor client created " .. created)
+
+    local more, st2 = names(N + 1, N + MORE)
+    t = S.now()
+    make_pods(more, st2)
+    wait_written(op, 3 * (N + MORE), 1800)
+    local took2 = S.now() - t
+    S.sleep(2)
+    local rss2 = op:rss_kib()
+    local managed = op:metric("envoy_router_managed_pods")
+    op:stop()
+
+    print(string.format("# %s, kube-apiserver on loopback, 2 cores", os.date("!%Y-%m-%dT%H:%M:%SZ")))
+    print(string.format("idle RSS (same binary, empty namespace): %.1f MiB", floor_rss / 1024))
+    print(string.format("%d pods: %d children written in %.2f s from start; floor client %.2f s; "
+      .. "ratio %.2f", N, 3 * N, took, floor_took, took / floor_took))
+    print(string.format("RSS with %d managed pods: %.1f MiB (%.2f x idle; %.2f KiB per pod above idle)",
+      N, rss1 / 1024, rss1 / floor_rss, (rss1 - floor_rss) / N))
+    print(string.format("RSS with %d managed pods: %.1f MiB (%.2f x idle; %.2f KiB per pod above idle); "
+      .. "%d more pods' children written in %.1f s; managed_pods %d",
+      N + MORE, rss2 / 1024, rss2 / floor_rss, (rss2 - floor_rss) / (N + MORE), MORE, took2, managed))
+  end)
+  for _, o in ipairs(ops) do o:stop() end
+  S.cleanup(ns)
+  S.cleanup(floor_ns)
+  S.cleanup(empty_ns)
+  if not ok then error(err, 0) end
+end
+
+run()
