@@ -23,6 +23,9 @@
 #define BODY_MAX ((size_t)512 << 20)  /* page big lists with limit/continue */
 #define TOKEN_MAX (64 * 1024)
 #define TOKEN_CHECK_MS 1000
+/* Urgent calls (the Lease) in flight at once, outside max_in_flight: a
+ * renewal must not wait for a slot held by slow writes. */
+#define URGENT_SLOTS 2
 
 enum call_state { C_QUEUED, C_WAITING, C_ACTIVE, C_FAILED };
 
@@ -65,6 +68,7 @@ struct kube {
     struct clist active;            /* in flight (calls and watches) */
     struct clist failed;            /* could not start; done runs in perform */
     unsigned in_flight;             /* ordinary calls in flight */
+    unsigned urgent_in_flight;      /* urgent calls in flight (own slots) */
     size_t pending;                 /* ordinary calls not finished */
     double tokens;                  /* QPS bucket */
     int64_t tokens_ms;
@@ -279,7 +283,9 @@ static bool attempt_start(struct kube *k, struct kube_call *c)
     if (!c->xfer)
         return false;
     set_state(k, c, C_ACTIVE, false);
-    if (!c->watch)
+    if (c->urgent)
+        k->urgent_in_flight++;
+    else if (!c->watch)
         k->in_flight++;
     return true;
 }
@@ -307,35 +313,63 @@ static void bucket_refill(struct kube *k, int64_t now)
     k->tokens_ms = now;
 }
 
+/* A queued call that could not start: back off, or fail for good. */
+static void start_failed(struct kube *k, struct kube_call *c, int64_t now)
+{
+    if (c->attempt < k->o.max_attempts) {
+        c->due_ms = now + backoff_ms(k, c->attempt);
+        set_state(k, c, C_WAITING, false);
+    } else {
+        c->error = "cannot start the transfer (out of memory or refused options)";
+        set_state(k, c, C_FAILED, false);
+    }
+}
+
+/* The first queued urgent call, if one may start now. */
+static struct kube_call *next_urgent(struct kube *k)
+{
+    if (k->urgent_in_flight >= URGENT_SLOTS)
+        return NULL;
+    for (struct kube_call *c = k->queued.head; c; c = c->next)
+        if (c->urgent)
+            return c;
+    return NULL;
+}
+
+/* The first queued ordinary call, if a slot and the rate allow it now. */
+static struct kube_call *next_ordinary(struct kube *k)
+{
+    if (k->in_flight >= k->o.max_in_flight)
+        return NULL;
+    for (struct kube_call *c = k->queued.head; c; c = c->next)
+        if (!c->urgent)
+            return k->o.qps > 0 && k->tokens < 1.0 ? NULL : c;
+    return NULL;
+}
+
 /* Moves due retries to the head of the queue and starts queued calls while
- * slots and rate allow. Never runs a caller's callback. */
+ * slots and rate allow: urgent calls in their own slots, outside the QPS
+ * bucket; ordinary ones FIFO within max_in_flight. Never runs a caller's
+ * callback. */
 static void dispatch(struct kube *k)
 {
     int64_t now = clock_ms();
+    struct kube_call *c;
 
-    for (struct kube_call *c = k->waiting.head, *next; c; c = next) {
-        next = c->next;
-        if (c->due_ms <= now)
-            set_state(k, c, C_QUEUED, true);   /* older than anything queued */
+    for (struct kube_call *w = k->waiting.head, *next; w; w = next) {
+        next = w->next;
+        if (w->due_ms <= now)
+            set_state(k, w, C_QUEUED, true);   /* older than anything queued */
     }
     bucket_refill(k, now);
-    while (k->queued.head && k->in_flight < k->o.max_in_flight) {
-        struct kube_call *c = k->queued.head;
-
-        if (k->o.qps > 0 && !c->urgent) {
-            if (k->tokens < 1.0)
-                break;
+    while ((c = next_urgent(k)) != NULL)
+        if (!attempt_start(k, c))
+            start_failed(k, c, now);
+    while ((c = next_ordinary(k)) != NULL) {
+        if (k->o.qps > 0)
             k->tokens -= 1.0;
-        }
-        if (attempt_start(k, c))
-            continue;
-        if (c->attempt < k->o.max_attempts) {
-            c->due_ms = now + backoff_ms(k, c->attempt);
-            set_state(k, c, C_WAITING, false);
-        } else {
-            c->error = "cannot start the transfer (out of memory or refused options)";
-            set_state(k, c, C_FAILED, false);
-        }
+        if (!attempt_start(k, c))
+            start_failed(k, c, now);
     }
 }
 
@@ -404,7 +438,10 @@ static void on_http_done(void *arg, const struct http_result *r)
         finish(k, c, r->status, r->body, r->len, r->error);
         return;
     }
-    k->in_flight--;
+    if (c->urgent)
+        k->urgent_in_flight--;
+    else
+        k->in_flight--;
     if (r->status == 401 && !r->error && k->token_file && !c->retried_401) {
         /* The token may have rotated since the last look: read it now and
          * try once more, ahead of the queue and outside max_attempts. */
@@ -658,7 +695,9 @@ void kube_cancel(struct kube *k, struct kube_call *c)
     clist_unlink(clist_of(k, c->state), c);
     if (c->state == C_ACTIVE) {
         http_abort(k->http, c->xfer);
-        if (!c->watch)
+        if (c->urgent)
+            k->urgent_in_flight--;
+        else if (!c->watch)
             k->in_flight--;
     }
     if (!c->watch)
@@ -704,6 +743,11 @@ long kube_next_timeout(const struct kube *k)
 
         if (best < 0 || d < best)
             best = d;
+    }
+    if (k->queued.head && k->urgent_in_flight < URGENT_SLOTS) {
+        for (const struct kube_call *c = k->queued.head; c; c = c->next)
+            if (c->urgent)
+                return 0;
     }
     if (k->queued.head && k->in_flight < k->o.max_in_flight) {
         double t = k->tokens;

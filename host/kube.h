@@ -68,8 +68,9 @@ struct kube_call *kube_request(struct kube *k, const char *method, const char *p
 
 /* As kube_request, for calls that must not wait behind a backlog of writes
  * (Lease renewals: missing the renew deadline would step the leader down):
- * queued ahead of ordinary calls and exempt from the QPS bucket; still
- * within max_in_flight and retried the same way. */
+ * queued ahead of ordinary calls, exempt from the QPS bucket and started in
+ * slots of their own (two at once), so ordinary calls filling
+ * max_in_flight never hold one back; retried the same way. */
 struct kube_call *kube_request_urgent(struct kube *k, const char *method, const char *path,
                                       const char *content_type, const char *body, size_t len,
                                       kube_done_fn done, void *arg);

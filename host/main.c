@@ -108,6 +108,16 @@ static void on_leader(void *arg, bool leading)
     op->leading = leading;
     events_set_enabled(op->events, leading);
     update_pause(op);
+    if (!leading) {
+        /* Another replica may be writing now: nothing of ours may land
+         * after it, so writes queued, in flight or backing off go. */
+        size_t n = reconciler_cancel(op->rec);
+        if (n > 0) {
+            char c[32];
+            snprintf(c, sizeof c, "%zu", n);
+            log_kv(LOG_WARN, "not leading: writes in flight cancelled", "cancelled", c, NULL);
+        }
+    }
     if (leading && op->ready && !op->stopping) {
         /* The previous leader may have stopped half-way: look at every pod
          * (unchanged children cost no write). */
@@ -321,7 +331,9 @@ static void loop(struct operator *op)
         if (qd < next)
             next = qd;
         int64_t timeout = next == INT64_MAX ? 1000 : next - now;
-        if (queue_ready(op->queue) > 0 && reconciler_active(op->rec) < (size_t)op->cfg->max_concurrent_writes && op->ready && !op->stopping)
+        /* Ready keys need the loop at once only if they can be taken: a
+         * standby (paused) would otherwise spin on them forever. */
+        if (queue_ready(op->queue) > 0 && reconciler_can_take(op->rec))
             timeout = 0;
         if (timeout < 0)
             timeout = 0;

@@ -115,6 +115,32 @@ void reconciler_pause(struct reconciler *r, bool paused)
     r->paused = paused;
 }
 
+bool reconciler_can_take(const struct reconciler *r)
+{
+    return !r->paused && r->active < r->max_active;
+}
+
+size_t reconciler_cancel(struct reconciler *r)
+{
+    size_t n = 0;
+    int64_t now = clock_ms();
+    while (r->jobs) {
+        struct job *j = r->jobs;
+        r->jobs = j->next;
+        for (size_t i = 0; j->ops && i < j->plan.n_actions; i++) {
+            if (j->ops[i].call) {
+                kube_cancel(r->kube, j->ops[i].call);
+                n++;
+            }
+        }
+        queue_done(r->queue, j->key, now);
+        job_free(j);
+    }
+    r->active = 0;
+    metrics_set(r->workers, "pod", 0);
+    return n;
+}
+
 size_t reconciler_active(const struct reconciler *r)
 {
     return r->active;

@@ -41,6 +41,16 @@ void reconciler_pause(struct reconciler *r, bool paused);
 /* Starts jobs for ready keys while fewer than max_active run. */
 void reconciler_pump(struct reconciler *r, int64_t now_ms);
 
+/* True when reconciler_pump would take a ready key now (not paused, a
+ * slot free). */
+bool reconciler_can_take(const struct reconciler *r);
+
+/* Drops every job at once (leadership lost): their kube calls, queued,
+ * in flight or waiting for a retry, are cancelled without callbacks, their
+ * keys are done in the queue without a retry (a new leader reconciles
+ * every pod anyway). Returns how many calls were cancelled. */
+size_t reconciler_cancel(struct reconciler *r);
+
 /* Jobs running now. */
 size_t reconciler_active(const struct reconciler *r);
 
