@@ -1,6 +1,14 @@
 /* server: one or two libmicrohttpd daemons, each with its own polling
  * thread. Handlers only read atomics, the readiness reason (under a small
- * lock) and the metrics registry, so the main loop never waits on a scrape. */
+ * lock) and the metrics registry, so the main loop never waits on a scrape.
+ *
+ * Slow clients cannot starve the probes: each address may hold only
+ * PER_ADDRESS_CONNECTIONS connections (the kubelet probes from the node's
+ * address, Prometheus from its own), a connection idle for IDLE_SECONDS is
+ * closed by libmicrohttpd, and one that trickles bytes to stay busy is cut
+ * REQUEST_MAX_MS after it was accepted by a small reaper thread (libmicrohttpd
+ * 0.9 has no total-time option): it shuts the socket down, which libmicrohttpd
+ * then sees as closed by the peer and cleans up on its own thread. */
 #include "server.h"
 
 #include <arpa/inet.h>
@@ -15,10 +23,25 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "log.h"
 #include "metrics.h"
 #include "timers.h"
+
+#define TOTAL_CONNECTIONS 256
+#define PER_ADDRESS_CONNECTIONS 8
+#define IDLE_SECONDS 5
+#define REQUEST_MAX_MS 8000
+#define REAP_EVERY_MS 250
+
+/* A connection accepted and not yet closed: its socket and when it came. */
+struct tracked {
+    struct tracked *prev, *next;
+    int fd;
+    int64_t since_ms;
+    bool cut;
+};
 
 struct endpoint {
     struct server *owner;
@@ -39,7 +62,77 @@ struct server {
      * one error line can say why (e.g. "Address already in use"). */
     atomic_bool starting;
     char start_error[256];
+    /* The reaper of connections past REQUEST_MAX_MS. */
+    pthread_mutex_t conn_lock;   /* guards conns, stop */
+    pthread_cond_t conn_cond;
+    struct tracked *conns;
+    bool stop, reaper_started;
+    pthread_t reaper;
 };
+
+/* libmicrohttpd's thread: a connection starts or is closed. CLOSED comes
+ * before libmicrohttpd closes the socket, so a tracked fd is never one that
+ * was reused. */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct server *s = cls;
+    struct tracked *t = *socket_context;
+
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (ci == NULL || (t = calloc(1, sizeof *t)) == NULL)
+            return;
+        t->fd = ci->connect_fd;
+        t->since_ms = clock_ms();
+        pthread_mutex_lock(&s->conn_lock);
+        t->next = s->conns;
+        if (s->conns)
+            s->conns->prev = t;
+        s->conns = t;
+        pthread_mutex_unlock(&s->conn_lock);
+        *socket_context = t;
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED && t != NULL) {
+        pthread_mutex_lock(&s->conn_lock);
+        if (t->prev)
+            t->prev->next = t->next;
+        else
+            s->conns = t->next;
+        if (t->next)
+            t->next->prev = t->prev;
+        pthread_mutex_unlock(&s->conn_lock);
+        free(t);
+        *socket_context = NULL;
+    }
+}
+
+static void *reaper(void *arg)
+{
+    struct server *s = arg;
+
+    pthread_mutex_lock(&s->conn_lock);
+    while (!s->stop) {
+        struct timespec ts;
+        int64_t now = clock_ms();
+
+        for (struct tracked *t = s->conns; t; t = t->next) {
+            if (!t->cut && now - t->since_ms >= REQUEST_MAX_MS) {
+                t->cut = true;
+                shutdown(t->fd, SHUT_RDWR);
+            }
+        }
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += REAP_EVERY_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&s->conn_cond, &s->conn_lock, &ts);
+    }
+    pthread_mutex_unlock(&s->conn_lock);
+    return NULL;
+}
 
 static const char metrics_type[] = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -198,8 +291,10 @@ static struct MHD_Daemon *start_daemon(struct server *s, struct endpoint *ep,
                                        const union sockaddr_any *sa)
 {
     struct MHD_OptionItem opts[] = {
-        {MHD_OPTION_CONNECTION_TIMEOUT, 10, NULL},
-        {MHD_OPTION_CONNECTION_LIMIT, 64, NULL},
+        {MHD_OPTION_CONNECTION_TIMEOUT, IDLE_SECONDS, NULL},
+        {MHD_OPTION_CONNECTION_LIMIT, TOTAL_CONNECTIONS, NULL},
+        {MHD_OPTION_PER_IP_CONNECTION_LIMIT, PER_ADDRESS_CONNECTIONS, NULL},
+        {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)(uintptr_t)on_connection, s},
         {sa ? MHD_OPTION_SOCK_ADDR : MHD_OPTION_END, 0, (void *)(uintptr_t)sa},
         {MHD_OPTION_END, 0, NULL},
     };
@@ -284,6 +379,17 @@ struct server *server_start(const char *metrics_addr, const char *health_addr,
         return NULL;
     }
     pthread_mutex_init(&s->reason_lock, NULL);
+    pthread_mutex_init(&s->conn_lock, NULL);
+    pthread_cond_init(&s->conn_cond, NULL);
+    if (pthread_create(&s->reaper, NULL, reaper, s) != 0) {
+        log_error("server: cannot start a thread");
+        pthread_cond_destroy(&s->conn_cond);
+        pthread_mutex_destroy(&s->conn_lock);
+        pthread_mutex_destroy(&s->reason_lock);
+        free(s);
+        return NULL;
+    }
+    s->reaper_started = true;
     s->stall_seconds = stall_seconds;
     atomic_store(&s->heartbeat_ms, clock_ms());
     snprintf(s->reason, sizeof s->reason, "not ready: starting");
@@ -316,7 +422,15 @@ void server_stop(struct server *s)
         return;
     for (int i = 0; i < 2; i++)
         if (s->ep[i].daemon != NULL)
-            MHD_stop_daemon(s->ep[i].daemon);
+            MHD_stop_daemon(s->ep[i].daemon);   /* closes (and untracks) all */
+    pthread_mutex_lock(&s->conn_lock);
+    s->stop = true;
+    pthread_cond_signal(&s->conn_cond);
+    pthread_mutex_unlock(&s->conn_lock);
+    if (s->reaper_started)
+        pthread_join(s->reaper, NULL);
+    pthread_cond_destroy(&s->conn_cond);
+    pthread_mutex_destroy(&s->conn_lock);
     pthread_mutex_destroy(&s->reason_lock);
     free(s);
 }

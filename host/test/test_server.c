@@ -9,6 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -18,6 +21,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "server.h"
+#include "timers.h"
 
 struct reply {
     long status;
@@ -291,6 +295,119 @@ static void test_ipv6_and_names(void **state)
     server_stop(s);
 }
 
+/* A TCP connection to 127.0.0.1:port from source address `from` (any
+ * 127.x.y.z works on loopback); -1 when refused. */
+static int connect_from(const char *from, int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in src = {.sin_family = AF_INET}, dst = {.sin_family = AF_INET};
+
+    assert_true(fd >= 0);
+    inet_pton(AF_INET, from, &src.sin_addr);
+    inet_pton(AF_INET, "127.0.0.1", &dst.sin_addr);
+    dst.sin_port = htons((uint16_t)port);
+    if (bind(fd, (struct sockaddr *)&src, sizeof src) != 0 ||
+        connect(fd, (struct sockaddr *)&dst, sizeof dst) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* True when fd was closed by the server (EOF or reset) within ms. */
+static bool closed_within(int fd, int ms)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    char b[256];
+
+    if (poll(&p, 1, ms) <= 0)
+        return false;
+    ssize_t n = recv(fd, b, sizeof b, MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN);
+}
+
+/* GET /healthz over a connection from `from`; the status, or -1. */
+static int probe_from(const char *from, int port)
+{
+    static const char req[] = "GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n";
+    char b[512];
+    size_t got = 0;
+    int status = -1;
+    int fd = connect_from(from, port);
+
+    if (fd < 0)
+        return -1;
+    if (send(fd, req, sizeof req - 1, MSG_NOSIGNAL) == (ssize_t)(sizeof req - 1)) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        while (got < sizeof b - 1 && poll(&p, 1, 2000) > 0) {
+            ssize_t n = recv(fd, b + got, sizeof b - 1 - got, 0);
+            if (n <= 0)
+                break;
+            got += (size_t)n;
+        }
+        b[got] = '\0';
+        if (sscanf(b, "HTTP/1.%*d %d", &status) != 1)
+            status = -1;
+    }
+    close(fd);
+    return status;
+}
+
+/* 64 slow clients from one address (half a request each, then silence or
+ * one byte a second) do not keep the kubelet's probes from another address
+ * out; the trickling ones are cut after the total request time. */
+static void test_slow_clients_do_not_starve_probes(void **state)
+{
+    enum { SLOW = 64 };
+    int fds[SLOW], open_fds = 0, ok = 0;
+    struct server *s;
+
+    (void)state;
+    s = server_start("0", "127.0.0.1:0", 30);
+    assert_non_null(s);
+    int port = server_health_port(s);
+    for (int i = 0; i < SLOW; i++) {
+        fds[i] = connect_from("127.0.0.1", port);
+        if (fds[i] >= 0) {
+            open_fds++;
+            send(fds[i], "GET /healthz HTTP/1.1\r\nX-a: ", 28, MSG_NOSIGNAL);
+        }
+    }
+    assert_true(open_fds > 0);
+    /* Probes every 200 ms for 10 s while the slow ones trickle. */
+    int64_t start = clock_ms(), next_trickle = start + 1000;
+    int probes = 0;
+    while (clock_ms() - start < 10000) {
+        if (clock_ms() >= next_trickle) {
+            for (int i = 0; i < SLOW; i++)
+                if (fds[i] >= 0 && i % 2 == 0)
+                    send(fds[i], "a", 1, MSG_NOSIGNAL);
+            next_trickle += 1000;
+        }
+        probes++;
+        if (probe_from("127.0.0.2", port) == 200)
+            ok++;
+        else
+            print_message("# probe %d failed at %lld ms\n", probes,
+                          (long long)(clock_ms() - start));
+        struct timespec ts = {0, 200 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    assert_true(probes >= 10);
+    assert_int_equal(ok, probes);
+    /* Every slow connection is gone by now: idle ones after the idle
+     * timeout, trickling ones after the total request time. */
+    for (int i = 0; i < SLOW; i++) {
+        if (fds[i] < 0)
+            continue;
+        if (!closed_within(fds[i], 3000))
+            fail_msg("slow connection %d (%s) still open after %lld ms", i,
+                     i % 2 == 0 ? "trickling" : "idle", (long long)(clock_ms() - start));
+        close(fds[i]);
+    }
+    server_stop(s);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -302,6 +419,7 @@ int main(void)
         T(test_bad_addresses),
         T(test_port_in_use),
         T(test_ipv6_and_names),
+        T(test_slow_clients_do_not_starve_probes),
     };
     int rc;
 
