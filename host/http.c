@@ -338,6 +338,11 @@ static bool setup(struct http *h, struct http_xfer *x, const struct http_request
         if (h->ca) {
             struct curl_blob b = { h->ca, h->ca_len, CURL_BLOB_NOCOPY };
             ok &= curl_easy_setopt(e, CURLOPT_CAINFO_BLOB, &b) == CURLE_OK;
+            /* The cluster's CA alone: curl would also trust the system CA
+             * directory (its built-in CAPATH), so any public CA could then
+             * vouch for an impostor API server. */
+            ok &= curl_easy_setopt(e, CURLOPT_CAPATH, NULL) == CURLE_OK;
+            ok &= curl_easy_setopt(e, CURLOPT_CAINFO, NULL) == CURLE_OK;
         }
         if (h->cert) {
             struct curl_blob b = { h->cert, h->cert_len, CURL_BLOB_NOCOPY };

@@ -18,10 +18,36 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
+
 #include "kube.h"
 #include "log.h"
 #include "metrics.h"
 #include "timers.h"
+
+/* --- a stand-in for the system CA directory ------------------------------- */
+
+/* When set, every TLS transfer starts with this directory as its CA path,
+ * as curl's built-in system directory (/etc/ssl/certs) would be: the test
+ * cannot add a CA to the real one. http.c's own options come after. */
+static const char *fake_system_capath;
+
+#undef curl_easy_setopt
+CURLcode curl_easy_setopt(CURL *e, CURLoption opt, ...)
+{
+    static CURLcode (*real)(CURL *, CURLoption, ...);
+    va_list ap;
+    void *arg;
+
+    if (!real)
+        *(void **)&real = dlsym(RTLD_NEXT, "curl_easy_setopt");
+    va_start(ap, opt);
+    arg = va_arg(ap, void *);   /* long, pointer and curl_off_t: one 64-bit slot */
+    va_end(ap);
+    if (opt == CURLOPT_SSL_VERIFYPEER && fake_system_capath)
+        real(e, CURLOPT_CAPATH, fake_system_capath);
+    return real(e, opt, arg);
+}
 
 /* --- the scripted server -------------------------------------------------- */
 
@@ -1382,6 +1408,41 @@ static void test_tls_ca_blob_verifies_server(void **state)
     srv_stop(&s);
 }
 
+/* The "system" CA directory trusts the server's CA; the cluster CA given is
+ * another one: the server must be refused (only the cluster CA counts).
+ * Without a cluster CA the system directory is used, as curl does. */
+static void test_tls_given_ca_ignores_system_ca_dir(void **state)
+{
+    struct srv s;
+    struct kube *k;
+    struct result a = { 0 }, b = { 0 };
+    char err[256] = "", dir[1024];
+    const char *slash = strrchr(__FILE__, '/');
+
+    (void)state;
+    snprintf(dir, sizeof(dir), "%.*s/data/kube/capath", slash ? (int)(slash - __FILE__) : 1,
+             slash ? __FILE__ : ".");
+    fake_system_capath = dir;
+    srv_start_tls(&s, script_ok);
+    k = tls_client(&s, NULL, NULL, NULL, false, err, sizeof(err));
+    assert_non_null(k);
+    kube_request(k, "GET", "/api/v1/pods", NULL, NULL, 0, on_done, &a);
+    run_until(k, &a.calls, 1, 10000);
+    assert_int_equal(a.status, 200);            /* the stand-in is in effect */
+    kube_free(k);
+    k = tls_client(&s, "other-ca.pem", NULL, NULL, false, err, sizeof(err));
+    assert_non_null(k);
+    kube_request(k, "GET", "/api/v1/pods", NULL, NULL, 0, on_done, &b);
+    run_until(k, &b.calls, 1, 10000);
+    fake_system_capath = NULL;
+    assert_int_equal(b.calls, 1);
+    assert_int_equal(b.status, 0);
+    assert_true(b.has_error);
+    assert_int_equal(srv_hits(&s), 1);
+    kube_free(k);
+    srv_stop(&s);
+}
+
 static void test_tls_wrong_ca_fails_unless_insecure(void **state)
 {
     struct srv s;
@@ -1634,6 +1695,7 @@ int main(void)
         cmocka_unit_test_setup(test_done_may_start_and_cancel_calls, setup),
         cmocka_unit_test_setup(test_tls_ca_blob_verifies_server, setup),
         cmocka_unit_test_setup(test_tls_wrong_ca_fails_unless_insecure, setup),
+        cmocka_unit_test_setup(test_tls_given_ca_ignores_system_ca_dir, setup),
         cmocka_unit_test_setup(test_tls_client_certificate_from_blobs, setup),
         cmocka_unit_test_setup(test_wait_watches_caller_fds, setup),
         cmocka_unit_test_setup(test_new_errors, setup),
