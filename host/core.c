@@ -10,6 +10,7 @@
 
 #include "embedded.h"
 #include "kube.h"
+#include "log.h"
 #include "names.h"
 
 /* lua-cjson exports its opener but ships no header. */
@@ -203,6 +204,13 @@ static void prepare(struct core *c, const char *fn)
     lua_remove(L, -2);
 }
 
+/* core.lua failed inside a call whose caller cannot take an error: said
+ * once, here, with the function and the traceback. */
+static void report(const char *fn, const char *err)
+{
+    log_kv(LOG_ERROR, "core: host/core.lua failed", "function", fn, "error", err, NULL);
+}
+
 /* Calls what prepare pushed with nargs arguments; results from index 2. */
 static int invoke(struct core *c, int nargs, int nresults, char *err, size_t errlen)
 {
@@ -258,6 +266,8 @@ int core_list_begin(struct core *c, const char *res)
     prepare(c, "list_begin");
     lua_pushstring(c->L, res);
     int rc = invoke(c, 1, 0, err, sizeof err);
+    if (rc != 0)
+        report("list_begin", err);
     lua_settop(c->L, 0);
     return rc;
 }
@@ -283,6 +293,8 @@ int core_list_end(struct core *c, const char *res)
     prepare(c, "list_end");
     lua_pushstring(c->L, res);
     int rc = invoke(c, 1, 0, err, sizeof err);
+    if (rc != 0)
+        report("list_end", err);
     lua_settop(c->L, 0);
     return rc;
 }
@@ -406,8 +418,10 @@ enum core_outcome core_result(struct core *c, const struct core_action *a, long 
     lua_pushstring(c->L, a->verb);
     lua_pushinteger(c->L, status);
     lua_pushlstring(c->L, body ? body : "", body ? len : 0);
-    if (invoke(c, 5, 1, err, sizeof err) != 0)
+    if (invoke(c, 5, 1, err, sizeof err) != 0) {
+        report("result", err);
         return CORE_RETRY;
+    }
     const char *s = lua_tostring(c->L, 2);
     if (s && strcmp(s, "ok") == 0)
         out = CORE_OK;
@@ -470,6 +484,8 @@ size_t core_enqueue_all(struct core *c)
     prepare(c, "enqueue_all");
     if (invoke(c, 0, 1, err, sizeof err) == 0)
         n = (size_t)lua_tointeger(c->L, 2);
+    else
+        report("enqueue_all", err);
     lua_settop(c->L, 0);
     return n;
 }
@@ -483,6 +499,8 @@ void core_stats(struct core *c, size_t *managed, size_t *pods, size_t *children)
         *managed = (size_t)lua_tointeger(c->L, 2);
         *pods = (size_t)lua_tointeger(c->L, 3);
         *children = (size_t)lua_tointeger(c->L, 4);
+    } else {
+        report("stats", err);
     }
     lua_settop(c->L, 0);
 }

@@ -9,7 +9,10 @@
 
 #include <cmocka.h>
 
+#include <time.h>
+
 #include "config.h"
+#include "log.h"
 #include "core.h"
 #include "sandbox.h"
 
@@ -828,6 +831,104 @@ static void test_cache_per_pod_is_small(void **state)
     assert_true(per_pod < 2048);
 }
 
+static double now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
+}
+
+/* The figures follow every change of the caches, and reading them costs
+ * nothing per cached pod (the stats timer reads them every second). */
+static void test_stats_follow_the_caches_at_no_cost(void **state)
+{
+    struct fixture *f = *state;
+    size_t managed, pods, children;
+    char err[512], *rv;
+    long code;
+    list(f, "services", "");
+    list(f, "endpointslices", "");
+    list(f, "httproutes", "");
+    list(f, "pods", POD("p1", "10.1.2.3", "True") "," POD("p2", "10.1.2.4", "True"));
+    settle(f, "ns/p1");
+    core_stats(f->core, &managed, &pods, &children);
+    assert_int_equal(managed, 1);
+    assert_int_equal(pods, 2);
+    assert_int_equal(children, 3);
+    const char *gone = "{\"type\":\"DELETED\",\"object\":" POD("p1", "10.1.2.3", "True") "}";
+    assert_int_equal(core_watch_event(f->core, "pods", gone, strlen(gone), &rv, &code, err,
+                                      sizeof err), 0);
+    free(rv);
+    core_stats(f->core, &managed, &pods, &children);
+    assert_int_equal(managed, 0);           /* its children wait for deletion */
+    assert_int_equal(pods, 1);
+    assert_int_equal(children, 3);
+    const char *back = "{\"type\":\"ADDED\",\"object\":" POD("p1", "10.1.2.3", "True") "}";
+    assert_int_equal(core_watch_event(f->core, "pods", back, strlen(back), &rv, &code, err,
+                                      sizeof err), 0);
+    free(rv);
+    core_stats(f->core, &managed, &pods, &children);
+    assert_int_equal(managed, 1);
+    assert_int_equal(pods, 2);
+    list(f, "services", "");                /* the Service went */
+    core_stats(f->core, &managed, &pods, &children);
+    assert_int_equal(managed, 1);
+    assert_int_equal(children, 2);
+    list(f, "endpointslices", "");
+    list(f, "httproutes", "");
+    core_stats(f->core, &managed, &pods, &children);
+    assert_int_equal(managed, 0);
+    assert_int_equal(children, 0);
+
+    /* 20,000 pods: a walk over them would take about a millisecond a call. */
+    enum { N = 20000 };
+    size_t cap = (size_t)N * 400 + 256, len = 0;
+    char *body = malloc(cap), *cont;
+    assert_non_null(body);
+    len += (size_t)snprintf(body + len, cap - len,
+                            "{\"kind\":\"List\",\"metadata\":{\"resourceVersion\":\"10\"},\"items\":[");
+    for (int i = 0; i < N; i++)
+        len += (size_t)snprintf(body + len, cap - len,
+                                "%s{\"metadata\":{\"name\":\"p%d\",\"namespace\":\"big\","
+                                "\"uid\":\"u%d\"},\"status\":{\"podIP\":\"10.9.%d.%d\"}}",
+                                i ? "," : "", i, i, i / 250, i % 250);
+    len += (size_t)snprintf(body + len, cap - len, "]}");
+    assert_int_equal(core_list_begin(f->core, "pods"), 0);
+    assert_int_equal(core_list_page(f->core, "pods", body, len, &rv, &cont, err, sizeof err), 0);
+    free(rv);
+    free(cont);
+    free(body);
+    f->n_queued = 0;
+    double t0 = now_us();
+    for (int i = 0; i < 200; i++)
+        core_stats(f->core, &managed, &pods, &children);
+    double per_call = (now_us() - t0) / 200;
+    assert_int_equal(pods, N + 2);
+    print_message("# core_stats at %d pods: %.1f us a call\n", N + 2, per_call);
+    assert_true(per_call < 50.0);           /* generous: about 1 us here */
+}
+
+/* A failure inside core.lua where the caller gets no error back (here a
+ * read of a taken name answered with a body that is not JSON) is logged,
+ * not dropped. */
+static void test_core_lua_failures_are_logged(void **state)
+{
+    struct fixture *f = *state;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&buf, &len);
+    struct core_action a = {.verb = "get", .res = "services", .key = "ns/x", .kind = "Service",
+                            .method = "GET", .path = "/api/v1/namespaces/ns/services/x"};
+    assert_non_null(out);
+    log_set_output(out);
+    assert_int_equal(core_result(f->core, &a, 200, "not json", 8), CORE_RETRY);
+    log_set_output(NULL);
+    fclose(out);
+    assert_non_null(strstr(buf, "core: host/core.lua failed"));
+    assert_non_null(strstr(buf, "function=result"));
+    free(buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -850,6 +951,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_refused_repair_replaces_the_child, setup, teardown),
         cmocka_unit_test_setup_teardown(test_go_operator_leftovers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cache_per_pod_is_small, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stats_follow_the_caches_at_no_cost, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_core_lua_failures_are_logged, setup, teardown),
     };
     return cmocka_run_group_tests_name("core", tests, NULL, NULL);
 }
