@@ -13,13 +13,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/inotify.h>
 #include <sys/signalfd.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "config.h"
 #include "core.h"
+#include "dirwatch.h"
 #include "events.h"
 #include "kube.h"
 #include "kubeconfig.h"
@@ -63,7 +63,8 @@ struct operator {
     char identity[512];
     struct watch *watches[4];       /* pods first, then the child kinds */
     size_t n_watches;
-    int sigfd, inofd;
+    int sigfd;
+    struct dirwatch *scripts_watch; /* NULL without --scripts-dir */
     bool stopping;
     bool ready;
     bool leading;                   /* may write (always, without --leader-elect) */
@@ -218,10 +219,7 @@ static void handle_signals(struct operator *op)
 
 static void handle_inotify(struct operator *op)
 {
-    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
-    bool changed = false;
-    while (read(op->inofd, buf, sizeof buf) > 0)
-        changed = true;
+    bool changed = dirwatch_changed(op->scripts_watch);
     /* A ConfigMap update is several renames and a symlink swap: wait for
      * the burst to settle before reloading once. */
     if (changed && op->reload_timer == 0)
@@ -247,14 +245,11 @@ static int setup_fds(struct operator *op)
         return -1;
     }
     signal(SIGPIPE, SIG_IGN);
-    op->inofd = -1;
     if (op->cfg->scripts_dir && *op->cfg->scripts_dir) {
-        op->inofd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-        if (op->inofd < 0 ||
-            inotify_add_watch(op->inofd, op->cfg->scripts_dir,
-                              IN_CREATE | IN_DELETE | IN_MODIFY | IN_CLOSE_WRITE |
-                              IN_MOVED_TO | IN_MOVED_FROM | IN_ATTRIB) < 0) {
-            log_error("scripts: cannot watch %s: %s", op->cfg->scripts_dir, strerror(errno));
+        char err[512];
+        op->scripts_watch = dirwatch_new(op->cfg->scripts_dir, err, sizeof err);
+        if (op->scripts_watch == NULL) {
+            log_error("scripts: cannot watch %s: %s", op->cfg->scripts_dir, err);
             return -1;
         }
     }
@@ -340,12 +335,13 @@ static void loop(struct operator *op)
         if (timeout > 1000)
             timeout = 1000;     /* keep the heartbeat fresh */
         struct pollfd fds[2] = {{.fd = op->sigfd, .events = POLLIN},
-                                {.fd = op->inofd, .events = POLLIN}};
-        kube_wait(op->kube, fds, op->inofd >= 0 ? 2 : 1, (int)timeout);
+                                {.fd = op->scripts_watch ? dirwatch_fd(op->scripts_watch) : -1,
+                                 .events = POLLIN}};
+        kube_wait(op->kube, fds, op->scripts_watch ? 2 : 1, (int)timeout);
         kube_perform(op->kube);
         if (fds[0].revents & POLLIN)
             handle_signals(op);
-        if (op->inofd >= 0 && (fds[1].revents & POLLIN))
+        if (op->scripts_watch && (fds[1].revents & POLLIN))
             handle_inotify(op);
         timers_run(op->timers, clock_ms());
     }
@@ -353,7 +349,7 @@ static void loop(struct operator *op)
 
 static int run(struct config *cfg)
 {
-    struct operator op = {.cfg = cfg, .sigfd = -1, .inofd = -1};
+    struct operator op = {.cfg = cfg, .sigfd = -1};
     struct kube_auth auth = {0};
     char err[4096];
     int rc = 1;
@@ -479,8 +475,7 @@ out:
     kube_auth_free(&auth);
     if (op.sigfd >= 0)
         close(op.sigfd);
-    if (op.inofd >= 0)
-        close(op.inofd);
+    dirwatch_free(op.scripts_watch);
     return rc;
 }
 
