@@ -50,8 +50,36 @@ static void count_restart(struct watch *w, const char *reason)
     metrics_add(restarts(), values, 1);
 }
 
+/* How each stream came back: a relist (a complete list after the first,
+ * which replaces the cache: costly, and what a compacted history forces) or a
+ * resume (a watch from the last resourceVersion seen, losing nothing). */
+static struct metric *relists(void)
+{
+    static struct metric *m;
+    if (m == NULL)
+        m = metrics_counter("envoy_router_watch_relists_total",
+                            "Complete lists after the first, by resource.", "resource");
+    return m;
+}
+
+static struct metric *resumes(void)
+{
+    static struct metric *m;
+    if (m == NULL)
+        m = metrics_counter("envoy_router_watch_resumes_total",
+                            "Watches started again from the last resourceVersion, by resource.",
+                            "resource");
+    return m;
+}
+
 static void start_list(struct watch *w, bool fresh);
 static void start_watch(struct watch *w);
+
+static void resume(struct watch *w)
+{
+    metrics_add(resumes(), w->res, 1);
+    start_watch(w);
+}
 
 static int64_t jitter(int64_t ms)
 {
@@ -66,7 +94,7 @@ static void on_timer(void *arg)
     if (w->rv == NULL || w->relist)
         start_list(w, true);
     else
-        start_watch(w);
+        resume(w);
 }
 
 /* Waits a backoff, then resumes (relist when no resourceVersion). */
@@ -130,6 +158,8 @@ static void on_list(void *arg, const struct kube_response *resp)
     core_list_end(w->core, w->res);
     if (!w->synced)
         log_kv(LOG_INFO, "watch: synced", "resource", w->res, "resourceVersion", w->rv, NULL);
+    else
+        metrics_add(relists(), w->res, 1);
     w->synced = true;
     w->relist = false;
     w->backoff_ms = BACKOFF_MIN_MS;
@@ -229,7 +259,7 @@ static void on_watch_end(void *arg, const struct kube_response *resp)
         clock_ms() - w->watch_started_ms > 1000) {
         /* The server ended the watch (timeoutSeconds): resume. */
         count_restart(w, "timeout");
-        start_watch(w);
+        resume(w);
         return;
     }
     char status[32];
@@ -286,6 +316,8 @@ struct watch *watch_new(struct kube *k, struct timers *t, struct core *core,
         snprintf(values, sizeof values, "%s,%s", w->res, seeded[i]);
         metrics_add(restarts(), values, 0);
     }
+    metrics_add(relists(), w->res, 0);
+    metrics_add(resumes(), w->res, 0);
     return w;
 }
 

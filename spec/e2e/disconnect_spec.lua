@@ -25,6 +25,11 @@ describe("a dropped API server", function()
   end)
 
   it("is survived, and what changed right after is not lost", function()
+    -- The path this spec names: watches resume from their resourceVersion
+    -- and nothing is listed again (a full relist would also catch the
+    -- changes, and hide a broken resume).
+    local relists0 = op:metric("envoy_router_watch_relists_total")
+    local resumes0 = op:metric("envoy_router_watch_resumes_total", { resource = "pods" })
     local _, ok, err = S.sh(S.quote((os.getenv("ENVOY_ROUTER_ROOT") or ".") .. "/tools/cluster.sh")
       .. " restart-apiserver")
     assert.is_true(ok, err)
@@ -39,6 +44,10 @@ describe("a dropped API server", function()
     assert.is_true(op:alive())
     local restarts = op:metric("envoy_router_watch_restarts_total")
     assert.is_true(restarts >= 4, "watch restarts counted: " .. restarts)
+    local resumes = op:metric("envoy_router_watch_resumes_total", { resource = "pods" })
+    assert.is_true(resumes > resumes0, "the pod watch resumed: " .. resumes0 .. " -> " .. resumes)
+    assert.are.equal(relists0, op:metric("envoy_router_watch_relists_total"),
+      "nothing was listed again")
   end)
 
   it("keeps children right afterwards", function()
