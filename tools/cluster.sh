@@ -383,22 +383,65 @@ cmd_restart-apiserver() {
   log "kube-apiserver is back on port $(api_port)"
 }
 
+# The fault specs' finer steps: kill kube-apiserver and leave it down,
+# start it again, freeze and thaw it (SIGSTOP/SIGCONT: connections stay open
+# and hang), and compact etcd's history up to now (watches from an older
+# resourceVersion then get 410 Gone).
+cmd_stop-apiserver() {
+  running || die "no running cluster in $dir (run: tools/cluster.sh up)"
+  local pid
+  pid=$(<"$dir/pids/kube-apiserver.pid")
+  kill -KILL "$pid"
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+  log "kube-apiserver killed"
+}
+
+cmd_start-apiserver() {
+  live_pid kube-apiserver && die "kube-apiserver is running already"
+  start_apiserver "$(sed -n 's/^etcd=//p' "$dir/ports")" "$(api_port)"
+  log "kube-apiserver is back on port $(api_port)"
+}
+
+cmd_pause-apiserver() {
+  kill -STOP "$(<"$dir/pids/kube-apiserver.pid")"
+  log "kube-apiserver stopped (SIGSTOP)"
+}
+
+cmd_resume-apiserver() {
+  kill -CONT "$(<"$dir/pids/kube-apiserver.pid")"
+  log "kube-apiserver resumed (SIGCONT)"
+}
+
+cmd_compact-etcd() {
+  local url rev
+  url="http://127.0.0.1:$(sed -n 's/^etcd=//p' "$dir/ports")"
+  # The JSON gateway of etcd's v3 API: the revision from any read ("/" in
+  # base64), then a physical compaction at it.
+  rev=$(curl -fsS --max-time 10 -X POST -d '{"key":"Lw=="}' "$url/v3/kv/range" |
+    sed -n 's/.*"revision":"\([0-9]*\)".*/\1/p')
+  [[ -n $rev ]] || die "cannot read etcd's revision at $url"
+  curl -fsS --max-time 60 -X POST -d "{\"revision\":\"$rev\",\"physical\":true}" \
+    "$url/v3/kv/compaction" >/dev/null || die "etcd compaction at $rev failed"
+  log "etcd compacted at revision $rev"
+  echo "$rev"
+}
+
 cmd_env() {
   running || die "no running cluster in $dir (run: tools/cluster.sh up)"
   echo "export KUBECONFIG=$kubeconfig"
 }
 
 case ${1:-} in
-  up | down | restart-apiserver)
+  up | down | restart-apiserver | stop-apiserver | start-apiserver)
     # One up/down at a time per parent directory. The lock is on the parent so
     # that `down` can remove the state directory while holding it.
     exec 9<"$(dirname "$dir")"
     flock 9
     "cmd_$1"
     ;;
-  status | env) "cmd_$1" ;;
+  status | env | pause-apiserver | resume-apiserver | compact-etcd) "cmd_$1" ;;
   *)
-    echo "usage: $0 up|down|restart-apiserver|status|env   (state in \$CLUSTER_DIR, default .cache/cluster)" >&2
+    echo "usage: $0 up|down|restart-apiserver|stop-apiserver|start-apiserver|pause-apiserver|resume-apiserver|compact-etcd|status|env   (state in \$CLUSTER_DIR, default .cache/cluster)" >&2
     exit 2
     ;;
 esac

@@ -41,7 +41,7 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-/* Every request: 300 ms, then 503 (retryable). */
+/* Every request: 1.5 s, then 503 (retryable). */
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_size, void **ctx)
@@ -60,7 +60,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     pthread_mutex_lock(&s->mu);
     s->hits++;
     pthread_mutex_unlock(&s->mu);
-    sleep_ms(300);
+    sleep_ms(1500);
     static const char body[] = "{\"kind\":\"Status\",\"code\":503}";
     struct MHD_Response *r = MHD_create_response_from_buffer(sizeof body - 1, (void *)body,
                                                              MHD_RESPMEM_PERSISTENT);
@@ -146,7 +146,10 @@ static void test_cancel_drops_writes_and_their_retries(void **state)
     reconciler_pump(r, clock_ms());
     assert_int_equal(reconciler_active(r), 3);
     assert_false(reconciler_can_take(r));          /* every slot taken */
-    run_for(k, 150);                              /* two in flight, one queued */
+    /* Two in the server's hands, one queued behind them. */
+    int64_t until = clock_ms() + 5000;
+    while (hits(&s) < 2 && clock_ms() < until)
+        run_for(k, 20);
     assert_int_equal(kube_pending(k), 3);
     assert_int_equal(hits(&s), 2);
 
@@ -158,7 +161,7 @@ static void test_cancel_drops_writes_and_their_retries(void **state)
     assert_int_equal(kube_pending(k), 0);
     assert_int_equal(queue_processing(q), 0);
     /* Nothing goes out any more: no queued call starts, no retry comes. */
-    run_for(k, 1500);
+    run_for(k, 2500);
     assert_int_equal(hits(&s), 2);
 
     reconciler_free(r);
