@@ -113,6 +113,11 @@ test-e2e: $(BIN) | $(CLUSTER_TOOLS) ## End-to-end specs of the operator (real AP
 	@ENVOY_ROUTER_BIN=$(abspath $(E2E_BIN)) tools/run-suite.sh e2e \
 	  busted --lua=lua5.4 -o TAP spec/e2e
 
+.PHONY: bench-faults
+bench-faults: $(BIN) | $(CLUSTER_TOOLS) ## The fault specs with 1,000-pod bursts (make test runs 300)
+	@E2E_BURST=1000 ENVOY_ROUTER_BIN=$(abspath $(E2E_BIN)) tools/run-suite.sh faults \
+	  busted --lua=lua5.4 -o TAP spec/e2e/faults_spec.lua
+
 # --- the two commands of the README ---------------------------------------
 # Every suite runs even when an earlier one fails; the last line sums them.
 SUITES ?= test-c test-fuzz test-lua test-smoke test-e2e test-helm test-image test-release test-demo test-dataplane
