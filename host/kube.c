@@ -75,6 +75,10 @@ struct kube {
     uint64_t rng;
     struct metric *m_requests;
     struct metric *m_duration;
+    bool unreachable;               /* the last attempt got no HTTP answer */
+    bool recovered;                 /* an answer came since: tell in perform */
+    kube_recovered_fn on_recovered;
+    void *recovered_arg;
 };
 
 /* --- small helpers ------------------------------------------------------ */
@@ -434,6 +438,12 @@ static void on_http_done(void *arg, const struct http_result *r)
 
     c->xfer = NULL;
     record(k, c, r);
+    if (r->transport_error) {
+        k->unreachable = true;
+    } else if (r->status > 0 && k->unreachable) {
+        k->unreachable = false;
+        k->recovered = true;
+    }
     if (c->watch) {
         finish(k, c, r->status, r->body, r->len, r->error);
         return;
@@ -723,7 +733,18 @@ void kube_perform(struct kube *k)
     dispatch(k);
     while ((c = k->failed.head))
         finish(k, c, 0, NULL, 0, c->error);
+    if (k->recovered) {
+        k->recovered = false;
+        if (k->on_recovered)
+            k->on_recovered(k->recovered_arg);
+    }
     dispatch(k);
+}
+
+void kube_set_recovered(struct kube *k, kube_recovered_fn fn, void *arg)
+{
+    k->on_recovered = fn;
+    k->recovered_arg = arg;
 }
 
 size_t kube_pending(const struct kube *k)

@@ -80,6 +80,14 @@ struct kube_call *kube_request_urgent(struct kube *k, const char *method, const 
 struct kube_call *kube_watch(struct kube *k, const char *path, kube_data_fn data,
                              kube_done_fn done, void *arg);
 
+/* Called (from kube_perform) when an answer, any HTTP status, arrives after
+ * attempts that got none (connection refused, reset, timed out): the API
+ * server is back, and whatever waits out a long backoff may go now. */
+typedef void (*kube_recovered_fn)(void *arg);
+
+/* Sets (or, with NULL, clears) the recovery callback. */
+void kube_set_recovered(struct kube *k, kube_recovered_fn fn, void *arg);
+
 /* Stops a call; its done callback is not called. NULL is ignored. */
 void kube_cancel(struct kube *k, struct kube_call *c);
 

@@ -128,6 +128,17 @@ static void on_leader(void *arg, bool leading)
     }
 }
 
+/* The API server answers again after an outage: keys backing off from the
+ * failures it caused go now (unchanged children cost no write). */
+static void on_recovered(void *arg)
+{
+    struct operator *op = arg;
+    char n[32];
+    snprintf(n, sizeof n, "%zu", core_enqueue_all(op->core));
+    log_kv(LOG_INFO, "kube: the API server answers again; looking at every pod", "queued", n,
+           NULL);
+}
+
 static void on_released(void *arg)
 {
     struct operator *op = arg;
@@ -392,6 +403,7 @@ static int run(struct config *cfg)
         fprintf(stderr, "envoy-router: %s\n", err);
         goto out;
     }
+    kube_set_recovered(op.kube, on_recovered, &op);
     op.timers = timers_new();
     op.queue = queue_new("pod", 250, 60000);
     op.core = core_new(op.sandbox, on_enqueue, &op, err, sizeof err);

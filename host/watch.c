@@ -14,6 +14,10 @@
 #define MAX_LINE (16u << 20)     /* one event; big objects are well below */
 #define BACKOFF_MIN_MS 500
 #define BACKOFF_MAX_MS 30000
+/* An API server that answers nothing (connection refused, reset, timed
+ * out) is retried at least this often: a refused connection costs it
+ * nothing, and a restarted server should see its watches back at once. */
+#define UNREACHABLE_MAX_MS 2000
 
 struct watch {
     struct kube *kube;
@@ -31,6 +35,7 @@ struct watch {
     uint64_t timer;
     int64_t backoff_ms;
     int64_t watch_started_ms;
+    bool unreachable;            /* the last failure got no HTTP answer */
 };
 
 static struct metric *restarts(void)
@@ -101,7 +106,9 @@ static void on_timer(void *arg)
 static void retry_later(struct watch *w, const char *reason)
 {
     count_restart(w, reason);
-    int64_t delay = jitter(w->backoff_ms);
+    int64_t delay = jitter(w->unreachable && w->backoff_ms > UNREACHABLE_MAX_MS
+                           ? UNREACHABLE_MAX_MS : w->backoff_ms);
+    w->unreachable = false;         /* said for this failure only */
     w->backoff_ms = w->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : w->backoff_ms * 2;
     w->timer = timers_add(w->timers, clock_ms() + delay, on_timer, w);
     log_kv(LOG_WARN, "watch: retrying later", "resource", w->res, "reason", reason, NULL);
@@ -135,6 +142,7 @@ static void on_list(void *arg, const struct kube_response *resp)
         log_kv(LOG_WARN, "watch: list failed", "resource", w->res, "status", status,
                "error", resp->error ? resp->error : resp->body, NULL);
         w->relist = true;
+        w->unreachable = resp->status == 0;
         retry_later(w, "list_error");
         return;
     }
@@ -266,6 +274,7 @@ static void on_watch_end(void *arg, const struct kube_response *resp)
     snprintf(status, sizeof status, "%ld", resp->status);
     log_kv(LOG_WARN, "watch: stream ended", "resource", w->res, "status", status,
            "error", resp->error ? resp->error : resp->body, NULL);
+    w->unreachable = resp->status == 0;
     retry_later(w, resp->status == 0 ? "disconnected" : "watch_error");
 }
 

@@ -943,6 +943,48 @@ static void test_transport_error_closed_is_retried(void **state)
     srv_stop(&s);
 }
 
+static enum MHD_Result script_close_twice(struct srv *s, struct MHD_Connection *conn, int n,
+                                         const struct hit *h)
+{
+    (void)s;
+    (void)h;
+    return n < 2 ? MHD_NO : reply(conn, 200, "ok", NULL);
+}
+
+static int recoveries;
+
+static void on_recovered(void *arg)
+{
+    (void)arg;
+    recoveries++;
+}
+
+/* Two attempts without an answer, then one: the client says once that
+ * the server is back; answers before and after that say nothing. */
+static void test_recovery_is_told_once(void **state)
+{
+    struct srv s;
+    struct kube *k;
+    struct result a = { 0 }, b = { 0 };
+
+    (void)state;
+    recoveries = 0;
+    srv_start(&s, script_close_twice);
+    k = client(&s, NULL, NULL, 1, 3);
+    kube_set_recovered(k, on_recovered, NULL);
+    kube_request(k, "GET", "/api/v1/pods", NULL, NULL, 0, on_done, &a);
+    run_until(k, &a.calls, 1, 5000);
+    assert_int_equal(a.status, 200);
+    assert_int_equal(srv_hits(&s), 3);
+    assert_int_equal(recoveries, 1);
+    kube_request(k, "GET", "/api/v1/pods", NULL, NULL, 0, on_done, &b);
+    run_until(k, &b.calls, 1, 5000);
+    assert_int_equal(b.status, 200);
+    assert_int_equal(recoveries, 1);
+    kube_free(k);
+    srv_stop(&s);
+}
+
 static void test_max_in_flight_and_fifo(void **state)
 {
     struct srv s;
@@ -1683,6 +1725,7 @@ int main(void)
         cmocka_unit_test_setup(test_4xx_not_retried, setup),
         cmocka_unit_test_setup(test_transport_error_refused, setup),
         cmocka_unit_test_setup(test_transport_error_closed_is_retried, setup),
+        cmocka_unit_test_setup(test_recovery_is_told_once, setup),
         cmocka_unit_test_setup(test_max_in_flight_and_fifo, setup),
         cmocka_unit_test_setup(test_qps_bucket, setup),
         cmocka_unit_test_setup(test_urgent_jumps_queue_and_bucket, setup),
