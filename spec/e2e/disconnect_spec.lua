@@ -13,23 +13,6 @@ local function slice_ip(ns, name)
   return es and es.endpoints and es.endpoints[1].addresses[1]
 end
 
--- Cuts every TCP connection of process `pid` to the API server (ss -K, as
--- a network cut or a load balancer dropping them would).
-local function cut_connections(pid)
-  local port = assert(S.api_base().server:match(":(%d+)/?$"), "API port")
-  local out = S.sh("ss -tnpH")
-  local n = 0
-  for line in out:gmatch("[^\n]+") do
-    local sport = line:match("127%.0%.0%.1:(%d+)%s+127%.0%.0%.1:" .. port .. "%s")
-    if sport and line:find("pid=" .. pid .. ",", 1, true) then
-      local _, ok, err = S.sh("ss -K -tn 'dst 127.0.0.1:" .. port .. "' 'sport = :" .. sport .. "'")
-      assert(ok, err)
-      n = n + 1
-    end
-  end
-  return n
-end
-
 describe("a dropped API server", function()
   local ns, op
 
@@ -49,7 +32,7 @@ describe("a dropped API server", function()
   it("cut connections: the watches resume, nothing is listed again, nothing is lost", function()
     local relists0 = op:metric("envoy_router_watch_relists_total")
     local resumes0 = op:metric("envoy_router_watch_resumes_total", { resource = "pods" })
-    assert.is_true(cut_connections(op.pid) >= 1, "a connection to cut")
+    assert.is_true(S.cut_connections(op.pid) >= 1, "a connection to cut")
     -- Changes made before the operator has reconnected arrive through the
     -- resumed watches.
     S.pod_status(ns, "d1", { ip = "10.30.0.5", ready = true })

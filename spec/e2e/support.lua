@@ -415,6 +415,22 @@ function S.children_of(ns, pod)
   return n, items
 end
 
+-- Cuts every TCP connection of process `pid` to the API server (ss -K, as
+-- a network cut or a load balancer dropping them would). Returns how many.
+function S.cut_connections(pid)
+  local port = assert(S.api_base().server:match(":(%d+)/?$"), "API port")
+  local n = 0
+  for line in S.sh("ss -tnpH"):gmatch("[^\n]+") do
+    local sport = line:match("127%.0%.0%.1:(%d+)%s+127%.0%.0%.1:" .. port .. "%s")
+    if sport and line:find("pid=" .. pid .. ",", 1, true) then
+      local _, ok, err = S.sh("ss -K -tn 'dst 127.0.0.1:" .. port .. "' 'sport = :" .. sport .. "'")
+      assert(ok, err)
+      n = n + 1
+    end
+  end
+  return n
+end
+
 -- The operator's queue is empty and nothing is being reconciled.
 function Operator:idle()
   local m = self:metrics()
