@@ -126,8 +126,10 @@ describe("faults:", function()
     -- Kill it once about a third of the 3 x BURST writes went out.
     S.eventually(function() return op:writes() >= BURST end, 120, "a third of the burst written")
     local writes_at_kill = op:writes()
+    -- Down for 15 s: long enough for backoffs (watches, writes, keys) to
+    -- grow well past the 10 s allowed after the return.
     cluster_do("stop-apiserver")
-    S.sleep(2)
+    S.sleep(15)
     cluster_do("start-apiserver")
     local ready = S.now()
     -- /readyz answers before the CRDs' paths are served (503 with
