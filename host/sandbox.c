@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "embedded.h"
 #include "log.h"
@@ -15,6 +16,10 @@
 
 #define DEFAULT_MEMORY (64u << 20)
 #define DEFAULT_INSTRUCTIONS 20000000u
+#define DEFAULT_CPU_MS 2000u
+#define CPU_CHECK_EVERY 16       /* hook ticks between CPU-time checks */
+/* Upper bound on the steps of one pattern match (see pattern_steps). */
+#define PATTERN_MAX_STEPS 1e9
 #define HOOK_EVERY 1000          /* instructions between budget checks */
 #define MAX_SCRIPT_BYTES (1u << 20)
 
@@ -25,6 +30,10 @@ struct sandbox {
     size_t limit;                /* cap on used */
     uint64_t budget;             /* instructions allowed per call */
     uint64_t spent;              /* instructions counted in this call */
+    int64_t cpu_limit_ns;        /* CPU time allowed per call */
+    int64_t cpu_start_ns;        /* thread CPU time when the call began */
+    unsigned ticks;              /* hook ticks in this call */
+    const char *stop;            /* why the call is being stopped, or NULL */
     int router_ref;              /* registry ref of the router table */
     char *selector;
     char *origin;
@@ -68,15 +77,50 @@ static struct sandbox *sandbox_of(lua_State *L)
     return s;
 }
 
-/* Counts instructions; once over budget it raises on every later tick too,
- * so a script's own pcall cannot swallow the stop. */
+static int64_t cpu_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Raises the reason the current call is stopped. */
+static int raise_stop(lua_State *L, struct sandbox *s)
+{
+    if (s->stop == NULL)
+        s->stop = "instruction budget";
+    return luaL_error(L, "%s exceeded (instruction budget %I, CPU time limit %I ms)", s->stop,
+                      (lua_Integer)s->budget, (lua_Integer)(s->cpu_limit_ns / 1000000));
+}
+
+/* Adds n units of work done in C to the call's instruction count; raises
+ * once the budget is spent. */
+static void charge(lua_State *L, uint64_t n)
+{
+    struct sandbox *s = sandbox_of(L);
+    s->spent = n > UINT64_MAX - s->spent ? UINT64_MAX : s->spent + n;
+    if (s->spent > s->budget)
+        raise_stop(L, s);
+}
+
+/* Counts instructions and checks CPU time; once over either limit it
+ * raises on every later tick too, so a script's own pcall cannot swallow
+ * the stop. */
 static void budget_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
     struct sandbox *s = sandbox_of(L);
     s->spent += HOOK_EVERY;
-    if (s->spent > s->budget)
-        luaL_error(L, "instruction budget of %I exceeded", (lua_Integer)s->budget);
+    if (s->stop == NULL && ++s->ticks % CPU_CHECK_EVERY == 0 &&
+        cpu_now_ns() - s->cpu_start_ns > s->cpu_limit_ns)
+        s->stop = "CPU time limit";
+    if (s->stop != NULL || s->spent > s->budget)
+        raise_stop(L, s);
+}
+
+static bool stopped(const struct sandbox *s)
+{
+    return s->stop != NULL || s->spent > s->budget;
 }
 
 /* pcall and xpcall, wrapped: once the budget is spent, the error a script
@@ -88,14 +132,203 @@ static int guarded_pcall(lua_State *L)
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
     lua_call(L, n, LUA_MULTRET);
-    if (s->spent > s->budget)
-        return luaL_error(L, "instruction budget of %I exceeded", (lua_Integer)s->budget);
+    if (stopped(s))
+        return raise_stop(L, s);
     return lua_gettop(L);
+}
+
+/* Calls the library function in upvalue 1 with this call's arguments. */
+static int call_original(lua_State *L)
+{
+    int n = lua_gettop(L);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, n, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+/* setmetatable without finalizers: Lua marks an object for finalization
+ * when its metatable has a __gc field at this moment (later additions do
+ * not count), so refusing it here means no script code ever runs outside a
+ * budgeted call. */
+static int guarded_setmetatable(lua_State *L)
+{
+    if (lua_type(L, 2) == LUA_TTABLE) {
+        lua_pushliteral(L, "__gc");
+        if (lua_rawget(L, 2) != LUA_TNIL)
+            return luaL_error(L, "setmetatable: __gc (finalizers) is not allowed in scripts");
+        lua_pop(L, 1);
+    }
+    return call_original(L);
+}
+
+/* End of the set "[...]" starting at p[i] (as Lua's matcher reads it: the
+ * first character after "[" or "[^" is literal, "%x" is one item). */
+static size_t set_end(const char *p, size_t plen, size_t i)
+{
+    size_t j = i + 1;
+    if (j < plen && p[j] == '^')
+        j++;
+    do {
+        j += (j < plen && p[j] == '%') ? 2 : 1;
+    } while (j < plen && p[j] != ']');
+    return j + 1;
+}
+
+/* An upper bound on the steps Lua's backtracking matcher can take for
+ * pattern p on an n-byte subject: each start position (one when anchored)
+ * times, for every "*", "+" or "-" item (and %b, back-references), the
+ * n + 1 lengths it may try before the rest of the pattern, times 2 per
+ * "?", times the pattern's length. Loose for ordinary patterns, and
+ * exactly what grows without bound for (.-)(.-)(.-)... */
+static double pattern_steps(const char *p, size_t plen, size_t n, bool anchor)
+{
+    double span = (double)n + 1, steps = span;
+    size_t i = 0;
+    if (anchor && plen > 0 && p[0] == '^') {
+        steps = 1;
+        i = 1;
+    }
+    while (i < plen && steps <= PATTERN_MAX_STEPS) {
+        char c = p[i];
+        size_t end = i + 1;
+        if (c == '(' || c == ')') {
+            i++;
+            continue;
+        }
+        if (c == '%' && i + 1 < plen) {
+            char d = p[i + 1];
+            if (d == 'b') {
+                steps *= span;
+                i += 4;
+                continue;
+            }
+            if (d == 'f') {
+                i = (i + 2 < plen && p[i + 2] == '[') ? set_end(p, plen, i + 2) : i + 2;
+                continue;
+            }
+            if (d >= '0' && d <= '9') {
+                steps *= span;
+                i += 2;
+                continue;
+            }
+            end = i + 2;
+        } else if (c == '[') {
+            end = set_end(p, plen, i);
+        }
+        if (end < plen) {
+            char q = p[end];
+            if (q == '*' || q == '+' || q == '-') {
+                steps *= span;
+                end++;
+            } else if (q == '?') {
+                steps *= 2;
+                end++;
+            }
+        }
+        i = end;
+    }
+    return steps * ((double)plen + 1);
+}
+
+/* string.find/match/gmatch/gsub (upvalue 1) behind the step bound; upvalue
+ * 2: true when a leading "^" anchors (not in gmatch). */
+static int bounded_pattern(lua_State *L)
+{
+    size_t n, plen;
+    luaL_checklstring(L, 1, &n);
+    const char *p = luaL_checklstring(L, 2, &plen);
+    bool anchor = lua_toboolean(L, lua_upvalueindex(2));
+    bool plain = lua_toboolean(L, lua_upvalueindex(3)) && lua_toboolean(L, 4);
+    if (!plain && pattern_steps(p, plen, n, anchor) > PATTERN_MAX_STEPS)
+        return luaL_error(L, "pattern '%s' could backtrack for too long on a subject of %I bytes "
+                          "(use fewer repeated items, or anchor it)", p, (lua_Integer)n);
+    return call_original(L);
+}
+
+/* Items from lo to hi (0 when hi < lo), without overflow. */
+static uint64_t span_of(lua_Integer lo, lua_Integer hi)
+{
+    if (hi < lo)
+        return 0;
+    uint64_t d = (uint64_t)hi - (uint64_t)lo;
+    return d == UINT64_MAX ? d : d + 1;
+}
+
+/* string.rep(s, n, sep) loops n times even when s and sep are empty. */
+static int charged_rep(lua_State *L)
+{
+    lua_Integer n = luaL_checkinteger(L, 2);
+    if (n > 0)
+        charge(L, (uint64_t)n);
+    return call_original(L);
+}
+
+/* table.move(a1, f, e, t): e - f + 1 moves. */
+static int charged_move(lua_State *L)
+{
+    charge(L, span_of(luaL_checkinteger(L, 2), luaL_checkinteger(L, 3)));
+    return call_original(L);
+}
+
+/* table.insert(t, pos, v) shifts #t - pos + 1 items (#t may come from
+ * __len); table.insert(t, v) shifts none. */
+static int charged_insert(lua_State *L)
+{
+    if (lua_gettop(L) == 3)
+        charge(L, span_of(luaL_checkinteger(L, 2), luaL_len(L, 1)));
+    return call_original(L);
+}
+
+/* table.remove(t, pos) shifts #t - pos items. */
+static int charged_remove(lua_State *L)
+{
+    if (lua_gettop(L) >= 2 && !lua_isnil(L, 2))
+        charge(L, span_of(luaL_checkinteger(L, 2), luaL_len(L, 1)));
+    return call_original(L);
+}
+
+/* table.concat(t, sep, i, j) reads j - i + 1 items. */
+static int charged_concat(lua_State *L)
+{
+    lua_Integer i = luaL_optinteger(L, 3, 1);
+    lua_Integer j = lua_isnoneornil(L, 4) ? luaL_len(L, 1) : luaL_checkinteger(L, 4);
+    charge(L, span_of(i, j));
+    return call_original(L);
+}
+
+/* table.sort(t): about n log2 n comparisons. */
+static int charged_sort(lua_State *L)
+{
+    lua_Integer n = luaL_len(L, 1);
+    if (n > 1) {
+        uint64_t lg = 1;
+        while (lg < 64 && ((uint64_t)1 << lg) < (uint64_t)n)
+            lg++;
+        uint64_t un = (uint64_t)n;
+        charge(L, un > UINT64_MAX / lg ? UINT64_MAX : un * lg);
+    }
+    return call_original(L);
+}
+
+/* Replaces lib[name] with fn closed over the original (and `extra`
+ * booleans as further upvalues). lib at index `lib`. */
+static void wrap(lua_State *L, int lib, const char *name, lua_CFunction fn, int nextra,
+                 const bool *extra)
+{
+    lua_getfield(L, lib, name);                             /* orig */
+    for (int i = 0; i < nextra; i++)
+        lua_pushboolean(L, extra[i]);
+    lua_pushcclosure(L, fn, 1 + nextra);
+    lua_setfield(L, lib, name);
 }
 
 static void arm(struct sandbox *s)
 {
     s->spent = 0;
+    s->ticks = 0;
+    s->stop = NULL;
+    s->cpu_start_ns = cpu_now_ns();
     lua_sethook(s->L, budget_hook, LUA_MASKCOUNT, HOOK_EVERY);
 }
 
@@ -289,6 +522,26 @@ static int setup(lua_State *L)
         lua_pushcclosure(L, guarded_pcall, 1);
         lua_setfield(L, 1, guarded[i]);
     }
+    lua_getfield(L, 1, "setmetatable");
+    lua_pushcclosure(L, guarded_setmetatable, 1);
+    lua_setfield(L, 1, "setmetatable");
+    /* C functions that loop where the count hook cannot see them. */
+    lua_getfield(L, 1, "string");                           /* G string */
+    static const bool find[2] = {true, true}, match[2] = {true, false},
+                      gmatch[2] = {false, false};
+    wrap(L, 2, "find", bounded_pattern, 2, find);
+    wrap(L, 2, "match", bounded_pattern, 2, match);
+    wrap(L, 2, "gsub", bounded_pattern, 2, match);
+    wrap(L, 2, "gmatch", bounded_pattern, 2, gmatch);
+    wrap(L, 2, "rep", charged_rep, 0, NULL);
+    lua_pop(L, 1);
+    lua_getfield(L, 1, "table");                            /* G table */
+    wrap(L, 2, "move", charged_move, 0, NULL);
+    wrap(L, 2, "insert", charged_insert, 0, NULL);
+    wrap(L, 2, "remove", charged_remove, 0, NULL);
+    wrap(L, 2, "concat", charged_concat, 0, NULL);
+    wrap(L, 2, "sort", charged_sort, 0, NULL);
+    lua_pop(L, 1);
     lua_pushcfunction(L, sandbox_require);
     lua_setfield(L, 1, "require");
     lua_newtable(L);                                        /* G host */
@@ -333,6 +586,7 @@ struct sandbox *sandbox_new(const char *dir, const struct config *cfg,
     s->cfg = cfg;
     s->limit = lim && lim->memory_bytes ? lim->memory_bytes : DEFAULT_MEMORY;
     s->budget = lim && lim->instructions ? lim->instructions : DEFAULT_INSTRUCTIONS;
+    s->cpu_limit_ns = (int64_t)(lim && lim->cpu_ms ? lim->cpu_ms : DEFAULT_CPU_MS) * 1000000;
     s->router_ref = LUA_NOREF;
     if (dir != NULL && *dir != '\0') {
         if ((s->dir = strdup(dir)) == NULL || (s->origin = strdup(dir)) == NULL)
@@ -433,6 +687,10 @@ static void push_config(lua_State *L, const struct config *c)
     lua_setfield(L, -2, "extra");
 }
 
+static const struct luaval_limits output_limits = {
+    SANDBOX_MAX_OUTPUT_NODES, SANDBOX_MAX_OUTPUT_BYTES,
+};
+
 struct call {
     struct sandbox *s;
     lua_State *from;   /* the core state holding the pod */
@@ -447,7 +705,7 @@ static int call_children(lua_State *S)
     char err[256];
     lua_rawgeti(S, LUA_REGISTRYINDEX, c->s->router_ref);   /* call router */
     lua_getfield(S, -1, "children");                        /* call router fn */
-    if (luaval_copy(c->from, c->pod_idx, S, err, sizeof err) != 0)
+    if (luaval_copy(c->from, c->pod_idx, S, &output_limits, err, sizeof err) != 0)
         return luaL_error(S, "cannot pass the pod to the scripts: %s", err);
     push_config(S, c->s->cfg);                              /* ... fn pod config */
     lua_call(S, 2, 2);                                      /* call router r1 r2 */
@@ -474,8 +732,11 @@ int sandbox_children(struct sandbox *s, lua_State *L, int pod_idx, char *msg, si
         lua_pushnil(L);
         ret = 0;
     } else if (lua_istable(S, 2)) {
-        if (luaval_copy(S, 2, L, msg, msglen) == 0)
+        if (luaval_copy(S, 2, L, &output_limits, msg, msglen) == 0)
             ret = 1;
+        else
+            snprintf(msg + strlen(msg), msglen - strlen(msg), " (children() output; at most %u "
+                     "values, %u bytes)", SANDBOX_MAX_OUTPUT_NODES, SANDBOX_MAX_OUTPUT_BYTES);
     } else {
         snprintf(msg, msglen, "children() returned a %s; want a list of objects, "
                  "or nil and a reason", luaL_typename(S, 2));

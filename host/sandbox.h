@@ -2,7 +2,14 @@
  *
  * Each sandbox is its own lua_State with a capped allocator, an instruction
  * budget per call, and only base/string/table/math/utf8 functions from an
- * allow-list: no io, os, debug, package, load, dofile, print. `require`
+ * allow-list: no io, os, debug, package, load, dofile, print. No finalizers
+ * (setmetatable refuses __gc: a finalizer would run unbudgeted at lua_close).
+ * The C functions that loop without the hook seeing them are bounded:
+ * pattern matching refuses patterns whose backtracking could exceed a step
+ * cap on the subject given, string.rep and the table functions charge their
+ * loop counts to the instruction budget, and the hook also stops a call past
+ * its CPU-time limit. Output is copied out with a cap on nodes and bytes.
+ * `require`
  * resolves modules among the scripts only: "<dir>/a/b.lua", then the flat
  * "<dir>/a.b.lua" (a ConfigMap cannot hold directories), then the built-in
  * scripts; text chunks only. A reload builds a new sandbox; the old one stays
@@ -21,7 +28,12 @@ struct sandbox;
 struct sandbox_limits {
     size_t memory_bytes;    /* cap on the VM's heap; 0: 64 MiB */
     uint64_t instructions;  /* budget per call (load included); 0: 20 million */
+    unsigned cpu_ms;        /* CPU time per call (load included); 0: 2000 ms */
 };
+
+/* Caps on one call's output (children) as copied into the host's state. */
+#define SANDBOX_MAX_OUTPUT_NODES 100000u
+#define SANDBOX_MAX_OUTPUT_BYTES (16u << 20)
 
 /* Loads router.lua from `dir` (NULL or "": the built-in scripts), checks that
  * it returns a table with a string `selector` and a function `children`, and

@@ -19,7 +19,7 @@ static void test_copy_between_states(void **state)
     luaL_openlibs(B);
     char err[256];
     assert_int_equal(luaL_dostring(A, "return {n=8080, f=1.5, s='x', b=false, l={1,2,{k='v'}}}"), LUA_OK);
-    assert_int_equal(luaval_copy(A, -1, B, err, sizeof err), 0);
+    assert_int_equal(luaval_copy(A, -1, B, NULL, err, sizeof err), 0);
     lua_setglobal(B, "t");
     assert_int_equal(luaL_dostring(B, "return math.type(t.n) == 'integer' and t.n == 8080 and "
                                       "t.f == 1.5 and t.s == 'x' and t.b == false and "
@@ -28,11 +28,11 @@ static void test_copy_between_states(void **state)
     lua_settop(B, 0);
     /* Functions and cycles are refused, and nothing is left on B's stack. */
     assert_int_equal(luaL_dostring(A, "return {f=print}"), LUA_OK);
-    assert_int_equal(luaval_copy(A, -1, B, err, sizeof err), -1);
+    assert_int_equal(luaval_copy(A, -1, B, NULL, err, sizeof err), -1);
     assert_non_null(strstr(err, "function"));
     assert_int_equal(lua_gettop(B), 0);
     assert_int_equal(luaL_dostring(A, "local t = {} t.self = t return t"), LUA_OK);
-    assert_int_equal(luaval_copy(A, -1, B, err, sizeof err), -1);
+    assert_int_equal(luaval_copy(A, -1, B, NULL, err, sizeof err), -1);
     assert_non_null(strstr(err, "deeper"));
     assert_int_equal(lua_gettop(B), 0);
     lua_close(A);

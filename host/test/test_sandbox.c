@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -216,6 +217,107 @@ static void test_config_reaches_scripts_fresh_each_call(void **state)
     sandbox_free(sb);
 }
 
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A finalizer would run with no budget at lua_close or at a collection
+ * outside a call: the sandbox refuses to set one, at load and in calls. */
+static void test_finalizers_refused(void **state)
+{
+    (void)state;
+    char err[4096];
+#define HANG "setmetatable({}, {__gc = function() while true do end end}) "
+    assert_null(sandbox_new(scripts(HANG "return { selector = 'a=b', children = function() end }",
+                                    NULL, NULL), &cfg, NULL, err, sizeof err));
+    assert_non_null(strstr(err, "__gc"));
+    expect_denied(ROUTER(HANG "return {}"), "__gc");
+    /* A metatable borrowed from the strings carries no way around it. */
+    expect_denied(ROUTER("local mt = getmetatable('') mt.__gc = function() while true do end end "
+                         "setmetatable({}, mt) return {}"), "__gc");
+}
+
+/* C functions run between hook ticks: each of these looped for minutes or
+ * for ever before they were bounded. Each must stop within seconds. */
+static void test_c_functions_bounded(void **state)
+{
+    (void)state;
+    static const struct { const char *body, *needle; } cases[] = {
+        {"return {string.find(string.rep('a', 3000), '(.-)(.-)(.-)(.-)b')}", "pattern"},
+        {"for w in string.gmatch(string.rep('a', 3000), 'a*a*a*a*b') do end return {}", "pattern"},
+        {"return {(string.gsub(string.rep('a', 3000), '.-.-.-.-b', ''))}", "pattern"},
+        {"return {string.rep('', math.maxinteger)}", "budget"},
+        {"table.move({}, 1, math.maxinteger - 1, 2) return {}", "budget"},
+        {"local t = setmetatable({}, {__len = function() return math.maxinteger end}) "
+         "table.remove(t, 1) return {}", "budget"},
+        {"local t = setmetatable({}, {__len = function() return math.maxinteger - 1 end}) "
+         "table.insert(t, 1, 'x') return {}", "budget"},
+        {"local t = setmetatable({}, {__len = function() return 1 << 30 end, __index = tostring}) "
+         "table.sort(t) return {}", "budget"},
+        {"local x = 0 while true do x = x + 1 end", "CPU time"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char err[4096], msg[4096];
+        /* A huge instruction budget, so the CPU-time limit is what stops
+         * the last case. */
+        struct sandbox_limits lim = {.cpu_ms = 1000};
+        if (strcmp(cases[i].needle, "CPU time") == 0)
+            lim.instructions = UINT64_MAX / 2;
+        char body[1024];
+        snprintf(body, sizeof body, "return { selector = 'a=b', children = function(pod, config) "
+                 "%s end }", cases[i].body);
+        struct sandbox *sb = sandbox_new(scripts(body, NULL, NULL), &cfg, &lim, err, sizeof err);
+        assert_non_null(sb);
+        double t0 = now_s();
+        int rc = call(sb, msg, sizeof msg);
+        double took = now_s() - t0;
+        if (rc != -1 || strstr(msg, cases[i].needle) == NULL || took > 5.0)
+            fail_msg("case %zu (%s): rc %d after %.1f s: %s", i, cases[i].body, rc, took, msg);
+        sandbox_free(sb);
+    }
+}
+
+/* Legitimate patterns on names and annotations still work. */
+static void test_ordinary_patterns_allowed(void **state)
+{
+    (void)state;
+    char err[4096], msg[4096];
+    struct sandbox *sb = sandbox_new(
+        scripts(ROUTER("local s = string.rep('a', 2000) .. '.b' "
+                       "assert(s:match('^(.-)%.(.*)$') == string.rep('a', 2000)) "
+                       "assert(('My_Pod.x'):gsub('[^%w%-]', '-') == 'My-Pod-x') "
+                       "assert(string.find(s, '.b', 1, true) == 2001) "
+                       "local n = 0 for w in s:gmatch('%a+') do n = n + 1 end assert(n == 2) "
+                       "local t = {} for i = 1, 1000 do table.insert(t, 1, i) end "
+                       "table.sort(t) assert(table.concat(t, ','):sub(1, 5) == '1,2,3') "
+                       "return {}"), NULL, NULL),
+        &cfg, NULL, err, sizeof err);
+    assert_non_null(sb);
+    if (call(sb, msg, sizeof msg) != 1)
+        fail_msg("%s", msg);
+    sandbox_free(sb);
+}
+
+/* Output that nests a table in itself twice per step is tiny in the
+ * sandbox and 2^40 nodes once copied: the copy is bounded. */
+static void test_output_copy_bounded(void **state)
+{
+    (void)state;
+    char err[4096], msg[4096];
+    struct sandbox *sb = sandbox_new(
+        scripts(ROUTER("local t = {} for i = 1, 40 do t = {t, t} end return {t}"), NULL, NULL),
+        &cfg, NULL, err, sizeof err);
+    assert_non_null(sb);
+    double t0 = now_s();
+    assert_int_equal(call(sb, msg, sizeof msg), -1);
+    assert_true(now_s() - t0 < 5.0);
+    assert_non_null(strstr(msg, "too large"));
+    sandbox_free(sb);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -229,6 +331,10 @@ int main(void)
         cmocka_unit_test(test_require_flat_and_builtin_fallback),
         cmocka_unit_test(test_not_for_us_and_bad_result),
         cmocka_unit_test(test_config_reaches_scripts_fresh_each_call),
+        cmocka_unit_test(test_finalizers_refused),
+        cmocka_unit_test(test_c_functions_bounded),
+        cmocka_unit_test(test_ordinary_patterns_allowed),
+        cmocka_unit_test(test_output_copy_bounded),
     };
     return cmocka_run_group_tests_name("sandbox", tests, NULL, NULL);
 }
