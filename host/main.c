@@ -8,12 +8,14 @@
  * kube_wait until network activity, a signal (signalfd), a change in the
  * scripts directory (inotify) or the next deadline. */
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -568,10 +570,37 @@ out:
     return rc;
 }
 
+/* What `check` prints on success: each module and where it came from. */
+static void print_modules(const struct sandbox *sb, const char *dir, int n)
+{
+    int from_dir = 0;
+    char name[256], kind[16], path[4096];
+    for (const char *line = sandbox_modules(sb); *line; line = strchr(line, '\n') + 1) {
+        if (sscanf(line, "%255[^\t]\t%15[^\t]\t%4095[^\n]", name, kind, path) != 3)
+            break;
+        bool mine = strcmp(kind, "dir") == 0;
+        from_dir += mine;
+        printf("module %s: %s (%s)\n", name, mine ? "scripts dir" : "built-in", path);
+    }
+    if (dir && *dir && from_dir == 0)
+        printf("note: no module came from %s; all are the built-in ones\n", dir);
+    printf("ok: scripts from %s, selector %s, %d fixture pods rendered\n",
+           sandbox_origin(sb), sandbox_selector(sb), n);
+}
+
 static int check(struct config *cfg)
 {
     char err[4096];
-    struct sandbox *sb = sandbox_new(cfg->scripts_dir, cfg, NULL, err, sizeof err);
+    struct stat st;
+    const char *dir = cfg->scripts_dir;
+    int bad = 0;
+    if (dir && *dir)
+        bad = stat(dir, &st) != 0 ? errno : S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
+    if (bad) {
+        fprintf(stderr, "envoy-router check: --scripts-dir %s: %s\n", dir, strerror(bad));
+        return 1;
+    }
+    struct sandbox *sb = sandbox_new(dir, cfg, NULL, err, sizeof err);
     if (sb == NULL) {
         fprintf(stderr, "envoy-router check: cannot load the scripts: %s\n", err);
         return 1;
@@ -581,8 +610,7 @@ static int check(struct config *cfg)
     if (n < 0)
         fprintf(stderr, "envoy-router check: %s\n", err);
     else
-        printf("ok: scripts from %s, selector %s, %d fixture pods rendered\n",
-               sandbox_origin(sb), sandbox_selector(sb), n);
+        print_modules(sb, dir, n);
     core_free(core);
     sandbox_free(sb);
     return n < 0 ? 1 : 0;

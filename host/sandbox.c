@@ -38,6 +38,8 @@ struct sandbox {
     char *selector;
     char *origin;
     char *dir;                   /* NULL: built-in only */
+    char *modules;               /* "name\tsource\n" per module loaded, or NULL */
+    size_t modules_len;
 };
 
 /* Globals scripts may use; everything else from the base library goes. */
@@ -430,6 +432,23 @@ static void push_source(lua_State *L, struct sandbox *s, const char *name)
                name, s->dir ? s->dir : "(no scripts dir)");
 }
 
+/* Remembers where module `name` came from, for sandbox_modules. Out of
+ * memory only loses the note. */
+static void note_module(struct sandbox *s, const char *name, const char *source)
+{
+    bool builtin = s->dir == NULL || strncmp(source, s->dir, strlen(s->dir)) != 0 ||
+                   source[strlen(s->dir)] != '/';
+    size_t add = strlen(name) + strlen(source) + 16;
+    char *m = realloc(s->modules, s->modules_len + add);
+    if (m == NULL)
+        return;
+    s->modules = m;
+    int n = snprintf(m + s->modules_len, add, "%s\t%s\t%s\n", name,
+                     builtin ? "built-in" : "dir", source);
+    if (n > 0)
+        s->modules_len += (size_t)n;
+}
+
 /* require(name): scripts only, text only, cached per sandbox. */
 static int sandbox_require(lua_State *L)
 {
@@ -448,6 +467,7 @@ static int sandbox_require(lua_State *L)
     const char *src = lua_tolstring(L, 3, &len);
     if (luaL_loadbufferx(L, src, len, lua_tostring(L, 4), "t") != LUA_OK)
         return lua_error(L);                                /* syntax error with file:line */
+    note_module(s, name, lua_tostring(L, 4) + 1);
     lua_pushstring(L, name);
     lua_call(L, 1, 1);                                      /* ... module */
     if (lua_isnil(L, -1)) {
@@ -636,6 +656,7 @@ void sandbox_free(struct sandbox *s)
     if (s->L != NULL)
         lua_close(s->L);
     free(s->selector);
+    free(s->modules);
     free(s->origin);
     free(s->dir);
     free(s);
@@ -649,6 +670,11 @@ const char *sandbox_selector(const struct sandbox *s)
 const char *sandbox_origin(const struct sandbox *s)
 {
     return s->origin;
+}
+
+const char *sandbox_modules(const struct sandbox *s)
+{
+    return s->modules ? s->modules : "";
 }
 
 size_t sandbox_memory(const struct sandbox *s)

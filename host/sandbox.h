@@ -60,6 +60,11 @@ const char *sandbox_origin(const struct sandbox *s);
  * Never raises into L except on memory errors of L itself. */
 int sandbox_children(struct sandbox *s, lua_State *L, int pod_idx, char *msg, size_t msglen);
 
+/* The modules loaded so far, one line each: "name<TAB>dir<TAB>path" for a
+ * file of the scripts directory, "name<TAB>built-in<TAB>path" for a
+ * built-in one. Valid until the next call into s. */
+const char *sandbox_modules(const struct sandbox *s);
+
 /* Bytes the sandbox VM holds now (for metrics and tests). */
 size_t sandbox_memory(const struct sandbox *s);
 

@@ -3,8 +3,9 @@
 local cjson = require("cjson")
 local S = require("spec.e2e.support")
 
+-- Under `timeout`: a script that hangs the command is a failure, not a hung suite.
 local function run(args)
-  local out, ok, err = S.sh(S.quote(S.bin) .. " " .. args)
+  local out, ok, err = S.sh("timeout 60 " .. S.quote(S.bin) .. " " .. args)
   return out, ok, err
 end
 
@@ -134,6 +135,27 @@ end]] })
     local out, ok, err = run("check --scripts-dir " .. S.quote(scripts))
     assert.is_true(ok, err)
     assert.truthy(out:find("fixture pods rendered", 1, true))
+    assert.truthy(out:find("module templates.service: scripts dir (" .. scripts
+      .. "/templates.service.lua)", 1, true), out)
+    assert.truthy(out:find("module router: built-in (scripts/router.lua)", 1, true), out)
+    assert.falsy(out:find("note: no module came from", 1, true), out)
+    S.sh("rm -rf " .. S.quote(scripts))
+  end)
+
+  it("fails on a scripts dir that does not exist", function()
+    local out, ok, err = run("check --scripts-dir /nonexistent/envoy-router-scripts")
+    assert.is_false(ok)
+    assert.are.equal("", out)
+    assert.truthy(err:find("/nonexistent/envoy-router-scripts: No such file or directory", 1, true),
+      err)
+  end)
+
+  it("says so when an empty scripts dir leaves every module built-in", function()
+    local scripts = tmpdir({})
+    local out, ok, err = run("check --scripts-dir " .. S.quote(scripts))
+    assert.is_true(ok, err)
+    assert.truthy(out:find("note: no module came from " .. scripts, 1, true), out)
+    assert.truthy(out:find("module templates.httproute: built-in", 1, true), out)
     S.sh("rm -rf " .. S.quote(scripts))
   end)
 
@@ -144,6 +166,13 @@ end]] })
       .. "{ { apiVersion = 'v1', kind = 'Secret', metadata = { name = 'x' } } } end }", "Secret" },
     { "an endless loop", "return { selector = 'a=b', children = function() while true do end end }",
       "instruction budget" },
+    -- These three hung `check` or ran it out of memory before the host bounded them.
+    { "a finalizer", "setmetatable({}, { __gc = function() while true do end end }) "
+      .. "return { selector = 'a=b', children = function() return {} end }", "__gc" },
+    { "a backtracking pattern", "return { selector = 'a=b', children = function() "
+      .. "return { string.find(string.rep('a', 3000), '(.-)(.-)(.-)(.-)b') } end }", "pattern" },
+    { "output that nests a table in itself", "return { selector = 'a=b', children = function() "
+      .. "local t = {} for _ = 1, 40 do t = { t, t } end return { t } end }", "too large" },
   }
   for _, case in ipairs(bad) do
     it("fails with a clear message on " .. case[1], function()
