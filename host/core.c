@@ -115,6 +115,22 @@ static int l_path(lua_State *L)
     return 1;
 }
 
+/* host.gateway() -> name, namespace|nil: the Gateway routes must attach
+ * to, as the scripts see it in their config ("" name: the default). */
+static int l_gateway(lua_State *L)
+{
+    struct core *c = core_of(L);
+    const struct config *cfg = c->sb ? sandbox_config(c->sb) : NULL;
+    const char *name = cfg && cfg->gateway_name && *cfg->gateway_name ? cfg->gateway_name
+                                                                       : "envoy-router";
+    lua_pushstring(L, name);
+    if (cfg && cfg->gateway_namespace && *cfg->gateway_namespace)
+        lua_pushstring(L, cfg->gateway_namespace);
+    else
+        lua_pushnil(L);
+    return 2;
+}
+
 /* Protected set-up: libraries, the host table, core.lua. */
 static int setup(lua_State *L)
 {
@@ -125,7 +141,7 @@ static int setup(lua_State *L)
     };
     static const luaL_Reg host[] = {
         {"enqueue", l_enqueue}, {"render", l_render},
-        {"valid", l_valid}, {"path", l_path}, {NULL, NULL},
+        {"valid", l_valid}, {"path", l_path}, {"gateway", l_gateway}, {NULL, NULL},
     };
     for (const luaL_Reg *lib = libs; lib->func; lib++) {
         luaL_requiref(L, lib->name, lib->func, 1);

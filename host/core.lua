@@ -14,6 +14,7 @@
 --   host.valid(rule, s)         name rules: "dns1035", "subdomain",
 --                               "label_key", "label_value"
 --   host.path(apiVersion, kind, namespace, name)  API path of an object
+--   host.gateway()              the configured Gateway: name, namespace|nil
 
 local host, cjson = ...
 
@@ -614,6 +615,150 @@ local function stamp(pod, child, i)
   return r
 end
 
+-- The product's invariants on what scripts may ask for, enforced here
+-- because whoever edits the scripts must not be able to widen what the
+-- public Gateway reaches: traffic goes to the pod's own IPs, through
+-- Services that open nothing outside the cluster, on routes attached to
+-- the configured Gateway. Each check returns nil, or what is wrong.
+local SERVICE_REFUSED = {
+  "selector", "externalIPs", "externalName", "loadBalancerIP", "loadBalancerSourceRanges",
+  "loadBalancerClass", "allocateLoadBalancerNodePorts", "externalTrafficPolicy",
+  "healthCheckNodePort",
+}
+
+local function pod_ips(pod)
+  local st, ips = pod.status or {}, {}
+  if type(st.podIP) == "string" then ips[st.podIP] = true end
+  if type(st.podIPs) == "table" then
+    for _, e in ipairs(st.podIPs) do
+      if type(e) == "table" and type(e.ip) == "string" then ips[e.ip] = true end
+    end
+  end
+  return ips
+end
+
+local function list_of(v)
+  if v == nil then return {} end
+  if type(v) ~= "table" then return nil end
+  return v
+end
+
+local function check_service(spec)
+  if spec.type ~= nil and spec.type ~= "ClusterIP" then
+    return string.format("type %s (only ClusterIP or headless)", tostring(spec.type))
+  end
+  for _, f in ipairs(SERVICE_REFUSED) do
+    if spec[f] ~= nil then return "sets spec." .. f end
+  end
+  if spec.clusterIP ~= nil and spec.clusterIP ~= "None" and spec.clusterIP ~= "" then
+    return "sets spec.clusterIP (only None, or unset)"
+  end
+  local ips = list_of(spec.clusterIPs)
+  if not ips or #ips > 1 or (ips[1] ~= nil and ips[1] ~= "None") then
+    return "sets spec.clusterIPs (only None, or unset)"
+  end
+  local ports = list_of(spec.ports)
+  if not ports then return "spec.ports is not a list" end
+  for _, port in ipairs(ports) do
+    if type(port) == "table" and port.nodePort ~= nil then return "sets a nodePort" end
+  end
+  return nil
+end
+
+local function check_slice(pod, obj, services)
+  local svc = obj.metadata.labels["kubernetes.io/service-name"]
+  if svc ~= nil and not services[svc] then
+    return string.format("is labelled for Service %s, which is not one of this pod's children",
+      tostring(svc))
+  end
+  local ips, md = pod_ips(pod), pod.metadata
+  local endpoints = list_of(obj.endpoints)
+  if not endpoints then return "endpoints is not a list" end
+  for _, e in ipairs(endpoints) do
+    if type(e) ~= "table" then return "has an endpoint that is not an object" end
+    for _, a in ipairs(list_of(e.addresses) or { false }) do
+      if not ips[a] then
+        return string.format("points at %s, which is not an IP of pod %s", tostring(a), md.name)
+      end
+    end
+    local ref = e.targetRef
+    if type(ref) ~= "table" or ref.kind ~= "Pod" or ref.name ~= md.name
+        or (ref.namespace ~= nil and ref.namespace ~= md.namespace)
+        or (ref.uid ~= nil and ref.uid ~= md.uid) then
+      return "has an endpoint whose targetRef is not the pod " .. md.name
+    end
+  end
+  return nil
+end
+
+local function check_backend(pod, ref, services)
+  if type(ref) ~= "table" or (ref.kind ~= nil and ref.kind ~= "Service")
+      or (ref.group ~= nil and ref.group ~= "")
+      or (ref.namespace ~= nil and ref.namespace ~= pod.metadata.namespace)
+      or not services[ref.name] then
+    return string.format("sends traffic to %s, not to a Service among this pod's children",
+      type(ref) == "table" and tostring(ref.name) or tostring(ref))
+  end
+  return nil
+end
+
+local function check_route(pod, spec, services)
+  local gw_name, gw_ns = host.gateway()
+  local want_ns = gw_ns or pod.metadata.namespace
+  local parents = list_of(spec.parentRefs)
+  if not parents or #parents == 0 then return "has no parentRefs (the Gateway)" end
+  for _, ref in ipairs(parents) do
+    local ns = type(ref) == "table" and ref.namespace
+    if ns == nil or ns == "" then ns = pod.metadata.namespace end
+    if type(ref) ~= "table" or ref.name ~= gw_name or ns ~= want_ns
+        or (ref.group ~= nil and ref.group ~= "gateway.networking.k8s.io")
+        or (ref.kind ~= nil and ref.kind ~= "Gateway") then
+      return string.format("is attached to %s; routes attach only to Gateway %s/%s",
+        type(ref) == "table" and (tostring(ref.namespace or "") .. "/" .. tostring(ref.name))
+          or tostring(ref), want_ns, gw_name)
+    end
+  end
+  local rules = list_of(spec.rules)
+  if not rules then return "spec.rules is not a list" end
+  for _, rule in ipairs(rules) do
+    if type(rule) ~= "table" then return "has a rule that is not an object" end
+    for _, ref in ipairs(list_of(rule.backendRefs) or { false }) do
+      local why = check_backend(pod, ref, services)
+      if why then return why end
+    end
+    for _, f in ipairs(list_of(rule.filters) or {}) do
+      if type(f) == "table" and f.requestMirror ~= nil then
+        local why = check_backend(pod, type(f.requestMirror) == "table"
+          and f.requestMirror.backendRef, services)
+        if why then return "mirror " .. why end
+      end
+    end
+  end
+  return nil
+end
+
+-- Checks the stamped children of one pod against the invariants.
+local function check_invariants(pod, out)
+  local services = {}
+  for _, d in ipairs(out) do
+    if d.r.res == "services" then services[d.obj.metadata.name] = true end
+  end
+  for i, d in ipairs(out) do
+    local obj, why = d.obj, nil
+    if d.r.res == "services" then
+      why = check_service(type(obj.spec) == "table" and obj.spec or {})
+    elseif d.r.res == "endpointslices" then
+      why = check_slice(pod, obj, services)
+    else
+      why = check_route(pod, type(obj.spec) == "table" and obj.spec or {}, services)
+    end
+    if why then
+      return string.format("child #%d: %s %s %s", i, d.r.kind, obj.metadata.name, why)
+    end
+  end
+  return nil
+end
+
 -- Renders the stamped children of a cached pod. Returns a list of
 -- { r = resource spec, key = object key, obj = child }, or nil and the
 -- reason it has none (second value true when that reason is an error).
@@ -639,6 +784,8 @@ local function desired_of(pod)
   if entries ~= #list then
     return nil, "children() must return a list (an array), not a map", true
   end
+  local refused = check_invariants(pod, out)
+  if refused then return nil, refused, true end
   return out
 end
 

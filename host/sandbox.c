@@ -672,6 +672,11 @@ const char *sandbox_origin(const struct sandbox *s)
     return s->origin;
 }
 
+const struct config *sandbox_config(const struct sandbox *s)
+{
+    return s->cfg;
+}
+
 const char *sandbox_modules(const struct sandbox *s)
 {
     return s->modules ? s->modules : "";

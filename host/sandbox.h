@@ -49,6 +49,9 @@ void sandbox_free(struct sandbox *s);
 /* The label selector router.lua asked for. Valid while s lives. */
 const char *sandbox_selector(const struct sandbox *s);
 
+/* The config the sandbox was made with (scripts see it as `config`). */
+const struct config *sandbox_config(const struct sandbox *s);
+
 /* Where the scripts came from: the directory, or "built-in". */
 const char *sandbox_origin(const struct sandbox *s);
 

@@ -183,4 +183,63 @@ end]] })
       S.sh("rm -rf " .. S.quote(scripts))
     end)
   end
+
+  -- The host's invariants: whoever edits the scripts cannot widen what the
+  -- public Gateway reaches. Each case edits the default children.
+  local function edited(kind, edit)
+    return "local base = require('builtin.router') "
+      .. "return { selector = base.selector, children = function(pod, config) "
+      .. "local list, why = base.children(pod, config) if not list then return list, why end "
+      .. "for _, c in ipairs(list) do if c.kind == '" .. kind .. "' then " .. edit .. " end end "
+      .. "return list end }"
+  end
+  local refused = {
+    { "a LoadBalancer Service", edited("Service", "c.spec.type = 'LoadBalancer'"),
+      "type LoadBalancer" },
+    { "a NodePort", edited("Service", "c.spec.type = 'NodePort'"), "type NodePort" },
+    { "externalIPs", edited("Service", "c.spec.externalIPs = { '203.0.113.9' }"),
+      "sets spec.externalIPs" },
+    { "an ExternalName", edited("Service", "c.spec.type = nil c.spec.externalName = 'x.example'"),
+      "sets spec.externalName" },
+    { "a Service selector", edited("Service", "c.spec.selector = { app = 'db' }"),
+      "sets spec.selector" },
+    { "an endpoint at another address",
+      edited("EndpointSlice", "c.endpoints[1].addresses = { '169.254.169.254' }"),
+      "169.254.169.254, which is not an IP of pod" },
+    { "an endpoint for another pod", edited("EndpointSlice", "c.endpoints[1].targetRef.name = 'x'"),
+      "targetRef is not the pod" },
+    { "a slice for someone else's Service",
+      edited("EndpointSlice", "c.metadata.labels['kubernetes.io/service-name'] = 'payments'"),
+      "Service payments, which is not one of this pod's children" },
+    { "a route on another Gateway", edited("HTTPRoute", "c.spec.parentRefs[1].name = 'internal'"),
+      "routes attach only to Gateway" },
+    { "a route on a Gateway in another namespace",
+      edited("HTTPRoute", "c.spec.parentRefs[1].namespace = 'kube-system'"),
+      "routes attach only to Gateway" },
+    { "a route to another Service",
+      edited("HTTPRoute", "c.spec.rules[1].backendRefs[1].name = 'payments'"),
+      "sends traffic to payments" },
+  }
+  for _, case in ipairs(refused) do
+    it("refuses " .. case[1] .. " (check and render)", function()
+      local scripts = tmpdir({ ["router.lua"] = case[2], ["pod.yaml"] = POD_YAML })
+      local _, ok, err = run("check --scripts-dir " .. S.quote(scripts))
+      assert.is_false(ok)
+      assert.truthy(err:find(case[3], 1, true), err)
+      local out, rok, rerr = run("render --scripts-dir " .. S.quote(scripts) .. " --pod "
+        .. S.quote(scripts .. "/pod.yaml"))
+      assert.is_false(rok, out)
+      assert.truthy(rerr:find(case[3], 1, true), rerr)
+      S.sh("rm -rf " .. S.quote(scripts))
+    end)
+  end
+
+  it("accepts the default children edited within the invariants", function()
+    local scripts = tmpdir({ ["router.lua"] = edited("Service", "c.spec.clusterIP = nil "
+      .. "c.spec.type = 'ClusterIP' c.metadata.annotations = { team = 'a' }") })
+    local out, ok, err = run("check --scripts-dir " .. S.quote(scripts))
+    assert.is_true(ok, err)
+    assert.truthy(out:find("fixture pods rendered", 1, true), out)
+    S.sh("rm -rf " .. S.quote(scripts))
+  end)
 end)
