@@ -744,7 +744,7 @@ local function check_invariants(pod, out)
     if d.r.res == "services" then services[d.obj.metadata.name] = true end
   end
   for i, d in ipairs(out) do
-    local obj, why = d.obj, nil
+    local obj, why = d.obj
     if d.r.res == "services" then
       why = check_service(type(obj.spec) == "table" and obj.spec or {})
     elseif d.r.res == "endpointslices" then

@@ -13,6 +13,7 @@
 #include "embedded.h"
 #include "log.h"
 #include "luaval.h"
+#include "selector.h"
 
 #define DEFAULT_MEMORY (64u << 20)
 #define DEFAULT_INSTRUCTIONS 20000000u
@@ -584,6 +585,9 @@ static int load_router(lua_State *L)
         return luaL_error(L, "router.lua must return a table, got %s", luaL_typename(L, -1));
     if (lua_getfield(L, -1, "selector") != LUA_TSTRING)
         return luaL_error(L, "router.lua: 'selector' must be a string (a label selector)");
+    char err[512];
+    if (selector_check(lua_tostring(L, -1), err, sizeof err) != 0)
+        return luaL_error(L, "router.lua: %s", err);
     lua_pop(L, 1);
     if (lua_getfield(L, -1, "children") != LUA_TFUNCTION)
         return luaL_error(L, "router.lua: 'children' must be a function(pod, config)");

@@ -166,6 +166,8 @@ end]] })
       .. "{ { apiVersion = 'v1', kind = 'Secret', metadata = { name = 'x' } } } end }", "Secret" },
     { "an endless loop", "return { selector = 'a=b', children = function() while true do end end }",
       "instruction budget" },
+    { "a selector the API server would refuse", "return { selector = 'app in web', "
+      .. "children = function() return {} end }", "label selector \"app in web\": expected '('" },
     -- These three hung `check` or ran it out of memory before the host bounded them.
     { "a finalizer", "setmetatable({}, { __gc = function() while true do end end }) "
       .. "return { selector = 'a=b', children = function() return {} end }", "__gc" },

@@ -61,6 +61,23 @@ return { selector = base.selector, children = function(pod, config)
   if list then list[1].metadata.namespace = "kube-system" end
   return list
 end }]] },
+  -- Before the host checked the selector's syntax, this one swapped in and
+  -- the pod watch then failed with 400 for ever.
+  { "a selector the API server refuses", [[
+local base = require("builtin.router")
+return { selector = "envoy-router/enabled in true", children = base.children }]] },
+  { "a LoadBalancer Service", [[
+local base = require("builtin.router")
+return { selector = base.selector, children = function(pod, config)
+  local list = base.children(pod, config)
+  for _, o in ipairs(list or {}) do
+    if o.kind == "Service" then o.spec.type = "LoadBalancer" o.spec.clusterIP = nil end
+  end
+  return list
+end }]] },
+  { "a finalizer", [[
+setmetatable({}, { __gc = function() while true do end end })
+return require("builtin.router")]] },
 }
 
 describe("scripts reload", function()
