@@ -51,6 +51,34 @@ static const char *const allowed_globals[] = {
     "string", "table", "math", "utf8", NULL,
 };
 
+/* Fields of each library scripts may use; spec/unit/sandbox_spec.lua
+ * checks that these and allowed_globals are exactly what .luacheckrc lets
+ * scripts use. */
+struct lib_fields {
+    const char *lib;
+    const char *const *fields;
+};
+
+static const char *const string_fields[] = {
+    "byte", "char", "find", "format", "gmatch", "gsub", "len", "lower", "match", "pack",
+    "packsize", "rep", "reverse", "sub", "unpack", "upper", NULL,
+};
+static const char *const table_fields[] = {
+    "concat", "insert", "move", "pack", "remove", "sort", "unpack", NULL,
+};
+static const char *const math_fields[] = {
+    "abs", "acos", "asin", "atan", "ceil", "cos", "deg", "exp", "floor", "fmod", "huge", "log",
+    "max", "maxinteger", "min", "mininteger", "modf", "pi", "rad", "sin", "sqrt", "tan",
+    "tointeger", "type", "ult", NULL,
+};
+static const char *const utf8_fields[] = {
+    "char", "charpattern", "codepoint", "codes", "len", "offset", NULL,
+};
+static const struct lib_fields allowed_fields[] = {
+    {"string", string_fields}, {"table", table_fields}, {"math", math_fields},
+    {"utf8", utf8_fields}, {NULL, NULL},
+};
+
 /* The registry key of the sandbox pointer, for the hook and require. */
 static const char sandbox_key = 'S';
 
@@ -492,6 +520,37 @@ static int sandbox_log(lua_State *L)
     return 0;
 }
 
+static bool listed(const char *const *list, const char *name)
+{
+    for (; *list; list++)
+        if (strcmp(*list, name) == 0)
+            return true;
+    return false;
+}
+
+/* Removes from library lf->lib (a global, at G index 1) every field not
+ * in lf->fields. */
+static void trim_library(lua_State *L, const struct lib_fields *lf)
+{
+    lua_getfield(L, 1, lf->lib);                            /* G lib */
+    int lib = lua_gettop(L);
+    lua_newtable(L);                                        /* G lib doomed */
+    lua_pushnil(L);
+    while (lua_next(L, lib) != 0) {                         /* G lib doomed k v */
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING || !listed(lf->fields, lua_tostring(L, -1))) {
+            lua_pushvalue(L, -1);
+            lua_rawseti(L, lib + 1, (lua_Integer)lua_rawlen(L, lib + 1) + 1);
+        }
+    }
+    for (lua_Integer i = 1; i <= (lua_Integer)lua_rawlen(L, lib + 1); i++) {
+        lua_rawgeti(L, lib + 1, i);
+        lua_pushnil(L);
+        lua_rawset(L, lib);
+    }
+    lua_pop(L, 2);                                          /* G */
+}
+
 /* Runs in protected mode: opens the allowed libraries and trims _G. */
 static int setup(lua_State *L)
 {
@@ -525,18 +584,11 @@ static int setup(lua_State *L)
         lua_rawset(L, 1);
     }
     lua_pop(L, 1);                                          /* G */
-    /* string.dump hands out bytecode, useless without load. */
-    lua_getfield(L, 1, "string");
-    lua_pushnil(L);
-    lua_setfield(L, -2, "dump");
-    lua_pop(L, 1);
-    /* math.random would make scripts impure. */
-    lua_getfield(L, 1, "math");
-    lua_pushnil(L);
-    lua_setfield(L, -2, "random");
-    lua_pushnil(L);
-    lua_setfield(L, -2, "randomseed");
-    lua_pop(L, 1);
+    /* Trim each library to its allow-list: string.dump (bytecode, useless
+     * without load), math.random (impure) and the 5.3 compatibility math
+     * functions of Debian's build are not on it. */
+    for (const struct lib_fields *lf = allowed_fields; lf->lib; lf++)
+        trim_library(L, lf);
     static const char *const guarded[] = {"pcall", "xpcall"};
     for (size_t i = 0; i < 2; i++) {
         lua_getfield(L, 1, guarded[i]);
