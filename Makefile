@@ -79,17 +79,42 @@ test-valgrind: $(TEST_BIN) ## C unit tests under valgrind (memcheck, leaks)
 	@SUITE_WRAPPER="$(VALGRIND)" tools/run-suite.sh valgrind --each $(TEST_BIN)
 
 # --- fuzzing ----------------------------------------------------------------
-# host/fuzz/fuzz_<x>.c: libFuzzer targets that also build with cc as a corpus
-# replayer with seeded mutations (no clang here). Run under ASan and UBSan.
-FUZZ_MUTATIONS ?= 3000
+# host/fuzz/fuzz_<x>.c: libFuzzer targets built with Debian's clang under ASan
+# and UBSan (the host modules instrumented for coverage, in their own tree).
+# `make fuzz` runs each for FUZZ_SECONDS with its committed corpus
+# (host/fuzz/corpus/<x>) plus a work corpus in build/fuzz; `test-fuzz` is the
+# short run `make test` does. Crashes land in build/fuzz/crash-<x>-*.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := lines watch kubeconfig render http luaval
+FUZZ_DIR     := build/fuzz
+FUZZ_CFLAGS  := -g -O1 -std=c11 -D_GNU_SOURCE -pthread -fno-omit-frame-pointer \
+                -fsanitize=address,undefined -fno-sanitize-recover=all \
+                $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+FUZZ_OBJ     := $(patsubst host/%.c,$(FUZZ_DIR)/obj/%.o,$(HOST_SRC)) $(FUZZ_DIR)/obj/embedded.o
+FUZZ_BINS    := $(patsubst %,$(FUZZ_DIR)/fuzz_%,$(FUZZ_TARGETS))
 
-$(BUILD)/fuzz_lines: host/fuzz/fuzz_lines.c host/lines.c host/lines.h | $(BUILD)/obj
-	$(CC) -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=address,undefined \
-	  -fno-sanitize-recover=all -Ihost -o $@ host/fuzz/fuzz_lines.c host/lines.c
+$(FUZZ_DIR)/obj:
+	mkdir -p $@
 
-.PHONY: test-fuzz
-test-fuzz: $(BUILD)/fuzz_lines ## Fuzz the watch stream framing (corpus + mutations, ASan/UBSan)
-	@tools/run-suite.sh fuzz $(BUILD)/fuzz_lines --mutate=$(FUZZ_MUTATIONS) host/fuzz/corpus/lines/*
+$(FUZZ_DIR)/obj/%.o: host/%.c $(wildcard host/*.h) | $(FUZZ_DIR)/obj
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -Ihost -c -o $@ $<
+
+$(FUZZ_DIR)/obj/embedded.o: $(BUILD)/embedded.c host/embedded.h | $(FUZZ_DIR)/obj
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -Ihost -c -o $@ $<
+
+$(FUZZ_DIR)/fuzz_%: host/fuzz/fuzz_%.c $(FUZZ_OBJ)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -DFUZZ_WITH_LIBFUZZER -Ihost -o $@ $< \
+	  $(FUZZ_OBJ) $(LDLIBS)
+
+.PHONY: fuzz-build fuzz test-fuzz
+fuzz-build: $(FUZZ_BINS) ## Build the libFuzzer targets (clang, ASan, UBSan)
+
+fuzz: $(FUZZ_BINS) ## Run each libFuzzer target for FUZZ_SECONDS (default 60), one after another
+	@tools/run-suite.sh fuzz tools/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+test-fuzz: $(FUZZ_BINS) ## Short libFuzzer run of each target from its committed corpus
+	@tools/run-suite.sh fuzz tools/fuzz.sh $${TEST_FUZZ_SECONDS:-5} $(FUZZ_TARGETS)
 
 # --- Lua specs (busted) ----------------------------------------------------
 .PHONY: test-lua

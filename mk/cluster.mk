@@ -5,7 +5,8 @@
 DEB_PKGS := liblua5.4-dev lua5.4 lua-cjson-dev lua-cjson libcurl4-openssl-dev \
             libmicrohttpd-dev libyaml-dev libcmocka-dev lua-busted lua-check \
             pkg-config openssl curl valgrind \
-            python3 python3-venv python3-yaml iproute2
+            python3 python3-venv python3-yaml iproute2 \
+            clang libclang-rt-14-dev
 
 # What tools/cluster.sh needs; built only when missing (a dangling link into
 # the per-user cache counts as missing).
