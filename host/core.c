@@ -4,6 +4,7 @@
 
 #include <lauxlib.h>
 #include <lualib.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include "kube.h"
 #include "log.h"
 #include "names.h"
+#include "timers.h"
 
 /* lua-cjson exports its opener but ships no header. */
 int luaopen_cjson(lua_State *L);
@@ -271,6 +273,45 @@ int core_validate(struct core *c, struct sandbox *candidate, char *err, size_t e
         copy_msg(c->L, 2, err, errlen);
         rc = -1;
     }
+    lua_settop(c->L, 0);
+    c->sb = old;
+    return rc;
+}
+
+int core_validate_begin(struct core *c, char *err, size_t errlen)
+{
+    prepare(c, "validate_begin");
+    if (invoke(c, 0, 1, err, errlen) != 0)
+        return -1;
+    int n = (int)lua_tointeger(c->L, 2);
+    lua_settop(c->L, 0);
+    return n;
+}
+
+int core_validate_step(struct core *c, struct sandbox *candidate, int64_t budget_ms,
+                       char *err, size_t errlen)
+{
+    struct sandbox *old = c->sb;
+    int64_t deadline = budget_ms > INT64_MAX - clock_ms() ? INT64_MAX : clock_ms() + budget_ms;
+    int rc = 0;
+    c->sb = candidate;
+    do {
+        prepare(c, "validate_next");
+        if (invoke(c, 0, 2, err, errlen) != 0) {
+            rc = -1;
+            break;
+        }
+        const char *state = lua_tostring(c->L, 2);
+        if (state != NULL && strcmp(state, "done") == 0) {
+            rc = 1;
+            break;
+        }
+        if (state == NULL || strcmp(state, "failed") == 0) {
+            copy_msg(c->L, 3, err, errlen);
+            rc = -1;
+            break;
+        }
+    } while (clock_ms() < deadline);
     lua_settop(c->L, 0);
     c->sb = old;
     return rc;

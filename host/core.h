@@ -37,6 +37,16 @@ void core_set_sandbox(struct core *c, struct sandbox *sb);
  * Returns 0, or -1 with the first failure ("pod ns/name: ...") in err. */
 int core_validate(struct core *c, struct sandbox *candidate, char *err, size_t errlen);
 
+/* The same in slices, so the main loop serves between them: begin takes
+ * the cached pods' keys (returns how many, or -1 with err; it replaces a
+ * validation in progress); each step renders with `candidate` until every
+ * pod is done or `budget_ms` has passed (at least one pod per step).
+ * A step returns 1 when every pod passed, 0 when some remain, -1 with the
+ * first failure ("pod ns/name: ...") in err. */
+int core_validate_begin(struct core *c, char *err, size_t errlen);
+int core_validate_step(struct core *c, struct sandbox *candidate, int64_t budget_ms,
+                       char *err, size_t errlen);
+
 /* A list of `res` begins / one page of it / it ended. A page returns its
  * resourceVersion and continue token in malloc'd strings (caller frees).
  * list_end drops objects the list did not contain and queues their pods.

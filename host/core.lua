@@ -1137,17 +1137,50 @@ function M.result(res, key, verb, status, body)
   return "retry"
 end
 
--- Tries the candidate scripts (already installed as host.render's sandbox
--- by the caller) on every cached pod. Returns nil, or the first error.
-function M.validate()
+-- Validation of candidate scripts (installed as host.render's sandbox by
+-- the caller around each call), in slices so the main loop serves watches
+-- and health between them: validate_begin takes the sorted pod keys;
+-- validate_next renders the next cached one and returns "more", "done",
+-- or "failed" and the error. Pods gone meanwhile are skipped; pods added
+-- meanwhile are rendered after the swap, as every pod is.
+local validating
+
+function M.validate_begin()
   local keys = {}
   for key in pairs(pods) do keys[#keys + 1] = key end
   table.sort(keys)
-  for _, key in ipairs(keys) do
-    local _, why, failed = desired_of(pod_of(key))
-    if failed then return string.format("pod %s: %s", key, why) end
+  validating = { keys = keys, i = 1 }
+  return #keys
+end
+
+function M.validate_next()
+  local v = validating
+  while v and v.i <= #v.keys do
+    local key = v.keys[v.i]
+    v.i = v.i + 1
+    local pod = pod_of(key)
+    if pod then
+      local _, why, failed = desired_of(pod)
+      if failed then
+        validating = nil
+        return "failed", string.format("pod %s: %s", key, why)
+      end
+      if v.i <= #v.keys then return "more" end
+    end
   end
-  return nil
+  validating = nil
+  return "done"
+end
+
+-- All of it in one go (tests, and callers without a loop). Returns nil, or
+-- the first error.
+function M.validate()
+  M.validate_begin()
+  while true do
+    local state, why = M.validate_next()
+    if state == "done" then return nil end
+    if state == "failed" then return why end
+  end
 end
 
 -- The children a pod (decoded JSON) would get, as the operator writes

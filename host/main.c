@@ -42,6 +42,7 @@
 
 #define MANAGED_SELECTOR "app.kubernetes.io/managed-by=envoy-router"
 #define RELOAD_DEBOUNCE_MS 300
+#define VALIDATE_SLICE_MS 20        /* validation work between two loop turns */
 #define STATS_EVERY_MS 1000
 #define RELEASE_WAIT_MS 3000        /* for the API server to take the Lease back */
 
@@ -73,6 +74,10 @@ struct operator {
     bool release_started, released, exit_now;
     int64_t release_deadline;
     uint64_t reload_timer;
+    struct sandbox *candidate;      /* scripts being validated, or NULL */
+    uint64_t validate_timer;
+    const char *reload_why;         /* what triggered the reload in progress */
+    int64_t reload_t0;
     int64_t stop_deadline;
     struct metric *reloads, *managed, *cached_pods, *cached_children, *routes;
 };
@@ -147,23 +152,18 @@ static void on_released(void *arg)
     op->released = true;
 }
 
-/* Builds, validates and swaps in the scripts; keeps the running ones on
- * any failure. */
-static void reload(struct operator *op, const char *why)
+static void reload_failed(struct operator *op, const char *err)
 {
-    char err[4096];
-    int64_t t0 = clock_ms();
-    struct sandbox *sb = sandbox_new(op->cfg->scripts_dir, op->cfg, NULL, err, sizeof err);
-    if (sb != NULL && core_validate(op->core, sb, err, sizeof err) != 0) {
-        sandbox_free(sb);
-        sb = NULL;
-    }
-    if (sb == NULL) {
-        metrics_add(op->reloads, "error", 1);
-        log_kv(LOG_ERROR, "scripts: reload failed; the running scripts stay", "trigger", why,
-               "error", err, NULL);
-        return;
-    }
+    metrics_add(op->reloads, "error", 1);
+    log_kv(LOG_ERROR, "scripts: reload failed; the running scripts stay", "trigger",
+           op->reload_why, "error", err, NULL);
+}
+
+/* Validation done: swap the candidate in and requeue every pod. */
+static void reload_swap(struct operator *op)
+{
+    struct sandbox *sb = op->candidate;
+    op->candidate = NULL;
     core_set_sandbox(op->core, sb);
     sandbox_free(op->sandbox);
     op->sandbox = sb;
@@ -172,10 +172,56 @@ static void reload(struct operator *op, const char *why)
         watch_set_selector(op->watches[0], sandbox_selector(sb));
     size_t n = core_enqueue_all(op->core);
     char ms[32], pods[32];
-    snprintf(ms, sizeof ms, "%lld", (long long)(clock_ms() - t0));
+    snprintf(ms, sizeof ms, "%lld", (long long)(clock_ms() - op->reload_t0));
     snprintf(pods, sizeof pods, "%zu", n);
-    log_kv(LOG_INFO, "scripts: reloaded", "trigger", why, "origin", sandbox_origin(sb),
-           "validate_ms", ms, "requeued", pods, NULL);
+    log_kv(LOG_INFO, "scripts: reloaded", "trigger", op->reload_why, "origin",
+           sandbox_origin(sb), "validate_ms", ms, "requeued", pods, NULL);
+}
+
+/* One slice of the validation; the next runs after the loop has served
+ * (a timer due later than now is not run in the same timers_run). */
+static void on_validate(void *arg)
+{
+    struct operator *op = arg;
+    char err[4096];
+    op->validate_timer = 0;
+    int rc = core_validate_step(op->core, op->candidate, VALIDATE_SLICE_MS, err, sizeof err);
+    if (rc == 0) {
+        op->validate_timer = timers_add(op->timers, clock_ms() + 1, on_validate, op);
+        return;
+    }
+    if (rc == 1) {
+        reload_swap(op);
+        return;
+    }
+    sandbox_free(op->candidate);
+    op->candidate = NULL;
+    reload_failed(op, err);
+}
+
+/* Builds the new scripts and starts validating them on every cached pod,
+ * a slice per loop turn; they are swapped in only when every pod passed.
+ * A reload during a validation replaces it. Keeps the running scripts on
+ * any failure. */
+static void reload(struct operator *op, const char *why)
+{
+    char err[4096];
+    if (op->candidate != NULL) {
+        timers_cancel(op->timers, op->validate_timer);
+        op->validate_timer = 0;
+        sandbox_free(op->candidate);
+        op->candidate = NULL;
+    }
+    op->reload_why = why;
+    op->reload_t0 = clock_ms();
+    struct sandbox *sb = sandbox_new(op->cfg->scripts_dir, op->cfg, NULL, err, sizeof err);
+    if (sb == NULL || core_validate_begin(op->core, err, sizeof err) < 0) {
+        sandbox_free(sb);
+        reload_failed(op, err);
+        return;
+    }
+    op->candidate = sb;
+    op->validate_timer = timers_add(op->timers, clock_ms(), on_validate, op);
 }
 
 static void on_reload_timer(void *arg)
@@ -483,6 +529,7 @@ out:
     reconciler_free(op.rec);
     server_stop(op.server);
     core_free(op.core);
+    sandbox_free(op.candidate);
     sandbox_free(op.sandbox);
     queue_free(op.queue);
     timers_free(op.timers);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -929,6 +930,52 @@ static void test_core_lua_failures_are_logged(void **state)
     free(buf);
 }
 
+/* Reload validation in slices: a step of budget 0 renders one pod, so the
+ * main loop can serve between pods; the failure names its pod; a pod
+ * deleted meanwhile is skipped. */
+static void test_validation_in_slices(void **state)
+{
+    struct fixture *f = *state;
+    char err[4096], dir[] = "/tmp/er-validate-XXXXXX", path[256];
+    list(f, "pods", POD("a", "10.0.0.1", "True") "," POD("b", "10.0.0.2", "True") ","
+                    POD("c", "10.0.0.3", "True") "," POD("d", "10.0.0.4", "True"));
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/router.lua", dir);
+    FILE *out = fopen(path, "w");
+    assert_non_null(out);
+    fputs("local base = require('builtin.router')\n"
+          "return { selector = base.selector, children = function(pod, config)\n"
+          "  if pod.metadata.name == 'c' then error('no c') end\n"
+          "  return base.children(pod, config) end }\n", out);
+    fclose(out);
+    struct sandbox *cand = sandbox_new(dir, &cfg, NULL, err, sizeof err);
+    assert_non_null(cand);
+    assert_int_equal(core_validate_begin(f->core, err, sizeof err), 4);
+    assert_int_equal(core_validate_step(f->core, cand, 0, err, sizeof err), 0);   /* a */
+    assert_int_equal(core_validate_step(f->core, cand, 0, err, sizeof err), 0);   /* b */
+    assert_int_equal(core_validate_step(f->core, cand, 0, err, sizeof err), -1);  /* c */
+    assert_non_null(strstr(err, "pod ns/c: "));
+    assert_non_null(strstr(err, "no c"));
+    /* Again, with c deleted between two slices: skipped, and all pass. */
+    assert_int_equal(core_validate_begin(f->core, err, sizeof err), 4);
+    assert_int_equal(core_validate_step(f->core, cand, 0, err, sizeof err), 0);   /* a */
+    char *rv = NULL;
+    long code = 0;
+    const char *ev = "{\"type\":\"DELETED\",\"object\":" POD("c", "10.0.0.3", "True") "}";
+    assert_int_equal(core_watch_event(f->core, "pods", ev, strlen(ev), &rv, &code, err, sizeof err), 0);
+    free(rv);
+    assert_int_equal(core_validate_step(f->core, cand, 0, err, sizeof err), 0);   /* b */
+    assert_int_equal(core_validate_step(f->core, cand, 0, err, sizeof err), 1);   /* d */
+    /* The running scripts were never replaced by the steps. */
+    struct core_plan p;
+    plan(f, "ns/a", &p);
+    assert_null(p.error);
+    core_plan_free(&p);
+    sandbox_free(cand);
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -953,6 +1000,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cache_per_pod_is_small, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stats_follow_the_caches_at_no_cost, setup, teardown),
         cmocka_unit_test_setup_teardown(test_core_lua_failures_are_logged, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_validation_in_slices, setup, teardown),
     };
     return cmocka_run_group_tests_name("core", tests, NULL, NULL);
 }

@@ -164,3 +164,71 @@ describe("scripts reload", function()
     S.sh("rm -rf " .. S.quote(cm))
   end)
 end)
+
+-- A slow but valid script validated on many pods must not stop the
+-- operator: validation runs in slices with the main loop serving between
+-- them, so watches and reconciles go on (with the running scripts) and
+-- /healthz answers throughout.
+describe("scripts reload with a slow script", function()
+  local ns, dir, op
+  local N = 120
+
+  -- prefixed(), but every call first burns a few million instructions.
+  local function slow(prefix)
+    return "local x = 0 for i = 1, 2500000 do x = x + i end\n" .. prefixed(prefix)
+      :gsub("children = function%(pod, config%)",
+            "children = function(pod, config)\n    for i = 1, 2500000 do x = x + i end", 1)
+  end
+
+  setup(function()
+    ns = S.namespace("e2e-reload-slow")
+    dir = S.sh("mktemp -d"):gsub("%s+$", "")
+    write(dir .. "/router.lua", prefixed("/a"))
+    local names, statuses = {}, {}
+    for i = 1, N do
+      names[i] = "s" .. i
+      statuses[names[i]] = { ip = string.format("10.30.%d.%d", i // 200, i % 200 + 1), ready = true }
+    end
+    S.pods(ns, names)
+    S.pods_status(ns, statuses)
+    op = S.operator({ "--watch-namespace", ns, "--scripts-dir", dir })
+    op:wait_ready()
+    S.eventually(function() return route_path(ns, "s" .. N) == "/a/s" .. N end, 30)
+  end)
+
+  teardown(function()
+    if op then op:stop() end
+    if dir then S.sh("rm -rf " .. S.quote(dir)) end
+    if ns then S.cleanup(ns) end
+  end)
+
+  it("keeps serving watches and /healthz while it validates", function()
+    local ok = op:metric("envoy_router_script_reloads_total", { result = "success" })
+    local t0 = S.now()
+    write(dir .. "/router.lua", slow("/b"))
+    -- Wait until the validation has begun (the debounce is 300 ms), then a
+    -- new pod arrives: the running scripts give it its route meanwhile.
+    S.sleep(1)
+    S.pod(ns, "fresh")
+    S.pod_status(ns, "fresh", { ip = "10.30.9.9", ready = true })
+    local worst, probes, routed_during = 0, 0, false
+    S.eventually(function()
+      local p0 = S.now()
+      local _, code = op:http(op.health_port, "/healthz")
+      worst = math.max(worst, S.now() - p0)
+      probes = probes + 1
+      assert.are.equal(200, code)
+      local done = op:metric("envoy_router_script_reloads_total", { result = "success" }) == ok + 1
+      if not done and route_path(ns, "fresh") == "/a/fresh" then routed_during = true end
+      return done
+    end, 120, "slow reload finished")
+    local took = S.now() - t0
+    print(string.format("# slow reload: %d pods validated in %.1f s; %d /healthz probes, "
+      .. "slowest %.3f s; new pod routed during validation: %s", N + 1, took, probes, worst,
+      tostring(routed_during)))
+    assert.is_true(took > 3, "the script was meant to be slow: " .. took .. " s")
+    assert.is_true(routed_during, "a pod created during validation waited for it to finish")
+    assert.is_true(worst < 2, "a /healthz probe took " .. worst .. " s")
+    S.eventually(function() return route_path(ns, "s1") == "/b/s1" end, 60)
+  end)
+end)
