@@ -78,6 +78,7 @@ struct operator {
     uint64_t validate_timer;
     const char *reload_why;         /* what triggered the reload in progress */
     int64_t reload_t0;
+    const char *unready_watch;      /* the failing watch /readyz reports, or NULL */
     int64_t stop_deadline;
     struct metric *reloads, *managed, *cached_pods, *cached_children, *routes;
 };
@@ -351,6 +352,28 @@ static int add_watch(struct operator *op, const char *res, const char *api_versi
     return 0;
 }
 
+/* /readyz turns 503 while a watch cannot list (its cache goes stale, e.g.
+ * RBAC taken away, or a selector the API server refuses), and back once
+ * every watch lists again. */
+static void check_watches(struct operator *op)
+{
+    const char *why = NULL;
+    for (size_t i = 0; i < op->n_watches && why == NULL; i++)
+        why = watch_failing(op->watches[i]);
+    if ((why == NULL) == (op->unready_watch == NULL))
+        return;
+    op->unready_watch = why;
+    if (why != NULL) {
+        char reason[256];
+        snprintf(reason, sizeof reason, "watch failing: %s", why);
+        server_set_ready(op->server, false, reason);
+        log_kv(LOG_ERROR, "not ready: a watch cannot list", "reason", why, NULL);
+    } else {
+        server_set_ready(op->server, true, NULL);
+        log_kv(LOG_INFO, "ready again: every watch lists", NULL);
+    }
+}
+
 static void loop(struct operator *op)
 {
     while (true) {
@@ -363,6 +386,8 @@ static void loop(struct operator *op)
                                          : "caches synced: standing by until elected", NULL);
             update_pause(op);
         }
+        if (op->ready && !op->stopping)
+            check_watches(op);
         reconciler_pump(op->rec, now);
         if (op->exit_now)
             break;

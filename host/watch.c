@@ -36,7 +36,41 @@ struct watch {
     int64_t backoff_ms;
     int64_t watch_started_ms;
     bool unreachable;            /* the last failure got no HTTP answer */
+    unsigned list_failures;      /* lists refused or malformed in a row */
+    char failure[160];           /* the last one, for /readyz */
 };
+
+static struct metric *failing_gauge(void)
+{
+    static struct metric *m;
+    if (m == NULL)
+        m = metrics_gauge("envoy_router_watch_failing",
+                          "1 while a resource's lists keep failing (4 or more in a row: "
+                          "its cache is going stale), else 0.", "resource");
+    return m;
+}
+
+/* A list failed (status, or 0 for a malformed body) or succeeded (-1). */
+static void note_list(struct watch *w, long status, const char *what)
+{
+    if (status < 0) {
+        if (w->list_failures >= WATCH_FAILING_AFTER)
+            log_kv(LOG_INFO, "watch: listing again", "resource", w->res, NULL);
+        w->list_failures = 0;
+        metrics_set(failing_gauge(), w->res, 0);
+        return;
+    }
+    w->list_failures++;
+    char why[64];
+    if (status > 0)
+        snprintf(why, sizeof why, "HTTP %ld", status);
+    else
+        snprintf(why, sizeof why, "%s", what);
+    snprintf(w->failure, sizeof w->failure, "%s: list failed %u times in a row (%s)", w->res,
+             w->list_failures, why);
+    if (w->list_failures >= WATCH_FAILING_AFTER)
+        metrics_set(failing_gauge(), w->res, 1);
+}
 
 static struct metric *restarts(void)
 {
@@ -141,6 +175,7 @@ static void on_list(void *arg, const struct kube_response *resp)
         snprintf(status, sizeof status, "%ld", resp->status);
         log_kv(LOG_WARN, "watch: list failed", "resource", w->res, "status", status,
                "error", resp->error ? resp->error : resp->body, NULL);
+        note_list(w, resp->status, "no answer");
         w->relist = true;
         w->unreachable = resp->status == 0;
         retry_later(w, "list_error");
@@ -148,6 +183,7 @@ static void on_list(void *arg, const struct kube_response *resp)
     }
     if (core_list_page(w->core, w->res, resp->body, resp->len, &rv, &cont, err, sizeof err) != 0) {
         log_kv(LOG_ERROR, "watch: malformed list", "resource", w->res, "error", err, NULL);
+        note_list(w, 0, "malformed body");
         w->relist = true;
         retry_later(w, "malformed");
         return;
@@ -163,6 +199,7 @@ static void on_list(void *arg, const struct kube_response *resp)
     }
     free(w->rv);
     w->rv = rv;
+    note_list(w, -1, NULL);
     core_list_end(w->core, w->res);
     if (!w->synced)
         log_kv(LOG_INFO, "watch: synced", "resource", w->res, "resourceVersion", w->rv, NULL);
@@ -380,6 +417,11 @@ int watch_set_selector(struct watch *w, const char *selector)
     stop(w);
     start_list(w, true);
     return 0;
+}
+
+const char *watch_failing(const struct watch *w)
+{
+    return w->list_failures >= WATCH_FAILING_AFTER ? w->failure : NULL;
 }
 
 const char *watch_resource(const struct watch *w)

@@ -36,6 +36,16 @@ bool watch_synced(const struct watch *w);
  * -ENOMEM. */
 int watch_set_selector(struct watch *w, const char *selector);
 
+/* Lists failed in a row before a watch counts as failing. */
+#define WATCH_FAILING_AFTER 4
+
+/* NULL while the watch lists fine; once WATCH_FAILING_AFTER lists in a row
+ * were refused or malformed (its cache is going stale), why ("pods: list
+ * failed 4 times in a row (HTTP 403)"), until a list succeeds. The
+ * gauge envoy_router_watch_failing{resource} follows it. Valid until the
+ * next call into w. */
+const char *watch_failing(const struct watch *w);
+
 /* The resource name given to watch_new. */
 const char *watch_resource(const struct watch *w);
 
