@@ -12,6 +12,7 @@
 
 #include "embedded.h"
 #include "log.h"
+#include "metrics.h"
 #include "luaval.h"
 #include "selector.h"
 
@@ -23,6 +24,11 @@
 #define PATTERN_MAX_STEPS 1e9
 #define HOOK_EVERY 1000          /* instructions between budget checks */
 #define MAX_SCRIPT_BYTES (1u << 20)
+/* host.log: a token bucket shared by every sandbox of the process (a
+ * reload must not refill it), LOG_BURST lines at once, LOG_PER_SECOND
+ * after that; lines over it are dropped and counted. */
+#define LOG_BURST 50.0
+#define LOG_PER_SECOND 10.0
 
 struct sandbox {
     lua_State *L;
@@ -508,7 +514,44 @@ static int sandbox_require(lua_State *L)
     return 1;
 }
 
-/* host.log(level, message) from scripts. */
+static double log_tokens = LOG_BURST;
+static int64_t log_refilled_ms;
+static uint64_t log_dropped_since;  /* dropped since the last line that passed */
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Takes a token; false when the bucket is empty. */
+static bool log_allowed(void)
+{
+    int64_t now = now_ms();
+    if (log_refilled_ms == 0)
+        log_refilled_ms = now;
+    log_tokens += (double)(now - log_refilled_ms) * LOG_PER_SECOND / 1000.0;
+    if (log_tokens > LOG_BURST)
+        log_tokens = LOG_BURST;
+    log_refilled_ms = now;
+    if (log_tokens < 1.0)
+        return false;
+    log_tokens -= 1.0;
+    return true;
+}
+
+static struct metric *log_dropped_counter(void)
+{
+    static struct metric *m;
+    if (m == NULL)
+        m = metrics_counter("envoy_router_script_log_dropped_total",
+                            "host.log lines from scripts dropped by the rate limit.", NULL);
+    return m;
+}
+
+/* host.log(level, message) from scripts, rate-limited: a script logging on
+ * every call for thousands of pods must not flood the operator's log. */
 static int sandbox_log(lua_State *L)
 {
     const char *level = luaL_checkstring(L, 1);
@@ -516,6 +559,19 @@ static int sandbox_log(lua_State *L)
     enum log_level lv = LOG_INFO;
     if (log_level_parse(level, &lv) != 0)
         return luaL_error(L, "host.log: unknown level '%s'", level);
+    if (!log_enabled(lv))
+        return 0;
+    if (!log_allowed()) {
+        log_dropped_since++;
+        metrics_add(log_dropped_counter(), NULL, 1);
+        return 0;
+    }
+    if (log_dropped_since > 0) {
+        char n[32];
+        snprintf(n, sizeof n, "%llu", (unsigned long long)log_dropped_since);
+        log_kv(LOG_WARN, "scripts: host.log lines dropped by the rate limit", "dropped", n, NULL);
+        log_dropped_since = 0;
+    }
     log_kv(lv, msg, "source", "script", NULL);
     return 0;
 }
@@ -663,6 +719,7 @@ struct sandbox *sandbox_new(const char *dir, const struct config *cfg,
     s->limit = lim && lim->memory_bytes ? lim->memory_bytes : DEFAULT_MEMORY;
     s->budget = lim && lim->instructions ? lim->instructions : DEFAULT_INSTRUCTIONS;
     s->cpu_limit_ns = (int64_t)(lim && lim->cpu_ms ? lim->cpu_ms : DEFAULT_CPU_MS) * 1000000;
+    metrics_add(log_dropped_counter(), NULL, 0);            /* shown from the start */
     s->router_ref = LUA_NOREF;
     if (dir != NULL && *dir != '\0') {
         if ((s->dir = strdup(dir)) == NULL || (s->origin = strdup(dir)) == NULL)

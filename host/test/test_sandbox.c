@@ -15,6 +15,7 @@
 #include <lualib.h>
 
 #include "config.h"
+#include "log.h"
 #include "sandbox.h"
 
 static struct config cfg = {
@@ -318,6 +319,38 @@ static void test_output_copy_bounded(void **state)
     sandbox_free(sb);
 }
 
+/* host.log is rate-limited: a script logging on every call cannot flood
+ * the operator's log; what is dropped is counted and said once. */
+static void test_host_log_throttled(void **state)
+{
+    (void)state;
+    char err[4096], msg[4096];
+    FILE *out = tmpfile();
+    assert_non_null(out);
+    log_set_output(out);
+    struct sandbox *sb = sandbox_new(
+        scripts(ROUTER("for i = 1, 1000 do host.log('info', 'line ' .. i) end return {}"),
+                NULL, NULL),
+        &cfg, NULL, err, sizeof err);
+    assert_non_null(sb);
+    assert_int_equal(call(sb, msg, sizeof msg), 1);
+    usleep(300 * 1000);             /* a few tokens come back */
+    assert_int_equal(call(sb, msg, sizeof msg), 1);
+    log_set_output(stderr);
+    rewind(out);
+    char line[1024];
+    int script_lines = 0, dropped_notes = 0;
+    while (fgets(line, sizeof line, out)) {
+        script_lines += strstr(line, "source=script") != NULL;
+        dropped_notes += strstr(line, "host.log lines dropped") != NULL;
+    }
+    fclose(out);
+    if (script_lines < 50 || script_lines > 60)
+        fail_msg("%d script lines logged out of 2000", script_lines);
+    assert_int_equal(dropped_notes, 1);
+    sandbox_free(sb);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -335,6 +368,7 @@ int main(void)
         cmocka_unit_test(test_c_functions_bounded),
         cmocka_unit_test(test_ordinary_patterns_allowed),
         cmocka_unit_test(test_output_copy_bounded),
+        cmocka_unit_test(test_host_log_throttled),
     };
     return cmocka_run_group_tests_name("sandbox", tests, NULL, NULL);
 }
