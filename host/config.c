@@ -4,6 +4,7 @@
  * from the same rows, so the three can never disagree. */
 #include "config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -12,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "names.h"
 
 #define PROG "envoy-router"
 #define ENV_PREFIX "ENVOY_ROUTER_"
@@ -208,6 +211,28 @@ static void extra_clear(struct config *c)
     c->n_extra = 0;
 }
 
+/* A Gateway API hostname: a DNS-1123 subdomain, optionally "*." first,
+ * not an IP address. */
+static bool valid_hostname(const char *h)
+{
+    const char *name = strncmp(h, "*.", 2) == 0 ? h + 2 : h;
+    if (!names_dns1123_subdomain(name))
+        return false;
+    return strspn(name, "0123456789.") != strlen(name);
+}
+
+/* An --extra key: 1..63 of [A-Za-z0-9_.-], starting with a letter or '_'
+ * (what scripts can spell as config.extra.KEY or config.extra["KEY"]). */
+static bool valid_extra_key(const char *k, size_t len)
+{
+    if (len == 0 || len > 63 || !(isalpha((unsigned char)k[0]) || k[0] == '_'))
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!isalnum((unsigned char)k[i]) && strchr("_.-", k[i]) == NULL)
+            return false;
+    return true;
+}
+
 static int extra_append(struct config *c, const char *v, char *err, size_t errlen)
 {
     const char *eq = strchr(v, '=');
@@ -216,6 +241,18 @@ static int extra_append(struct config *c, const char *v, char *err, size_t errle
     if (eq == NULL || eq == v) {
         snprintf(err, errlen, "\"%s\" is not KEY=VALUE", v);
         return -1;
+    }
+    size_t klen = (size_t)(eq - v);
+    if (!valid_extra_key(v, klen)) {
+        snprintf(err, errlen, "key \"%.*s\" must be 1..63 letters, digits, '_', '.' or '-', "
+                 "starting with a letter or '_'", (int)klen, v);
+        return -1;
+    }
+    for (int i = 0; i < c->n_extra; i++) {
+        if (strlen(c->extra[i].key) == klen && strncmp(c->extra[i].key, v, klen) == 0) {
+            snprintf(err, errlen, "key \"%.*s\" is given twice", (int)klen, v);
+            return -1;
+        }
     }
     e = realloc(c->extra, ((size_t)c->n_extra + 1) * sizeof *e);
     if (e == NULL)
@@ -324,6 +361,11 @@ static int set_value(struct config *c, const struct flag *f, const char *v, char
     case T_LIST:
         if (*v == '\0') {
             snprintf(err, errlen, "an empty value is not allowed");
+            return -1;
+        }
+        if (strcmp(f->name, "hostname") == 0 && !valid_hostname(v)) {
+            snprintf(err, errlen, "\"%s\" is not a hostname an HTTPRoute accepts (lower-case "
+                     "DNS name, optionally starting with \"*.\", not an IP address)", v);
             return -1;
         }
         if (list_append((char ***)p, v) == 0)

@@ -355,6 +355,26 @@ static void test_errors(void **state)
               "envoy-router: --extra: \"=v\" is not KEY=VALUE");
     parse_err(2, ARGV("--hostname="), no_env,
               "envoy-router: --hostname: an empty value is not allowed");
+    parse_err(3, ARGV("--hostname", "Example.com"), no_env,
+              "envoy-router: --hostname: \"Example.com\" is not a hostname an HTTPRoute "
+              "accepts (lower-case DNS name, optionally starting with \"*.\", not an IP "
+              "address)");
+    parse_err(3, ARGV("--hostname", "10.0.0.1"), no_env,
+              "envoy-router: --hostname: \"10.0.0.1\" is not a hostname an HTTPRoute "
+              "accepts (lower-case DNS name, optionally starting with \"*.\", not an IP "
+              "address)");
+    parse_err(3, ARGV("--hostname", "a..b"), no_env,
+              "envoy-router: --hostname: \"a..b\" is not a hostname an HTTPRoute "
+              "accepts (lower-case DNS name, optionally starting with \"*.\", not an IP "
+              "address)");
+    parse_err(3, ARGV("--extra", "my key=v"), no_env,
+              "envoy-router: --extra: key \"my key\" must be 1..63 letters, digits, '_', '.' "
+              "or '-', starting with a letter or '_'");
+    parse_err(3, ARGV("--extra", "1team=v"), no_env,
+              "envoy-router: --extra: key \"1team\" must be 1..63 letters, digits, '_', '.' "
+              "or '-', starting with a letter or '_'");
+    parse_err(5, ARGV("--extra", "team=a", "--extra", "team=b"), no_env,
+              "envoy-router: --extra: key \"team\" is given twice");
     parse_err(2, ARGV("render"), no_env, "envoy-router: render needs --pod FILE");
     parse_err(1, ARGV(NULL), bad_env_port,
               "envoy-router: ENVOY_ROUTER_SERVICE_PORT: \"eighty\" is not a whole number");
