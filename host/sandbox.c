@@ -45,7 +45,7 @@ struct sandbox {
     char *selector;
     char *origin;
     char *dir;                   /* NULL: built-in only */
-    char *modules;               /* "name\tsource\n" per module loaded, or NULL */
+    char *modules;               /* "name\tkind\tpath\n" per module loaded (sandbox_modules) */
     size_t modules_len;
 };
 
