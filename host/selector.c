@@ -71,10 +71,10 @@ static int fail(struct lexer *lx, char *err, size_t errlen, const char *what)
     return -1;
 }
 
+/* Digits only: the value must also be a label value, so no sign (the API
+ * server refuses "n<-2"). */
 static bool integer(const char *s)
 {
-    if (*s == '-' || *s == '+')
-        s++;
     if (*s == '\0')
         return false;
     for (; *s; s++)

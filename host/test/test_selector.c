@@ -16,7 +16,7 @@ static void test_valid_selectors(void **state)
     static const char *const ok[] = {
         "", "   ", "envoy-router/enabled=true", "a==b", "a!=b", "a", "!a", "a=",
         "app.kubernetes.io/name in (web, api)", "tier notin (db)", "x in ()",
-        "a=b,c!=d, e in (f,g) ,!h,i", "replicas>3", "n < -2", "example.com/a_b.c=X-1_y.z",
+        "a=b,c!=d, e in (f,g) ,!h,i", "replicas>3", "n < 2", "a in (b,)", "example.com/a_b.c=X-1_y.z",
     };
     char err[512];
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
@@ -38,6 +38,8 @@ static void test_invalid_selectors(void **state)
         {"a=-bad-", "invalid label value"},
         {"a in (b, -c)", "invalid label value"},
         {"a>b", "integer"},
+        {"n < -2", "integer"},
+        {"n<+2", "integer"},
         {"a is b", "expected an operator"},
         {"!a=b", "expected ','"},
         {"a=((", "expected ','"},
