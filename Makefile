@@ -94,6 +94,9 @@ FUZZ_CFLAGS  := -g -O1 -std=c11 -D_GNU_SOURCE -pthread -fno-omit-frame-pointer \
 FUZZ_OBJ     := $(patsubst host/%.c,$(FUZZ_DIR)/obj/%.o,$(HOST_SRC)) $(FUZZ_DIR)/obj/embedded.o
 FUZZ_BINS    := $(patsubst %,$(FUZZ_DIR)/fuzz_%,$(FUZZ_TARGETS))
 
+# Kept between runs (make would delete them as intermediates of the pattern rule).
+.SECONDARY: $(FUZZ_OBJ)
+
 $(FUZZ_DIR)/obj:
 	mkdir -p $@
 
@@ -111,10 +114,10 @@ $(FUZZ_DIR)/fuzz_%: host/fuzz/fuzz_%.c $(FUZZ_OBJ)
 fuzz-build: $(FUZZ_BINS) ## Build the libFuzzer targets (clang, ASan, UBSan)
 
 fuzz: $(FUZZ_BINS) ## Run each libFuzzer target for FUZZ_SECONDS (default 60), one after another
-	@tools/run-suite.sh fuzz tools/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+	@FUZZ_DIR=$(FUZZ_DIR) tools/run-suite.sh fuzz tools/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 test-fuzz: $(FUZZ_BINS) ## Short libFuzzer run of each target from its committed corpus
-	@tools/run-suite.sh fuzz tools/fuzz.sh $${TEST_FUZZ_SECONDS:-5} $(FUZZ_TARGETS)
+	@FUZZ_DIR=$(FUZZ_DIR) tools/run-suite.sh fuzz tools/fuzz.sh $${TEST_FUZZ_SECONDS:-5} $(FUZZ_TARGETS)
 
 # --- Lua specs (busted) ----------------------------------------------------
 .PHONY: test-lua

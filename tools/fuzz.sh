@@ -7,10 +7,11 @@
 # only) and a work corpus build/fuzz/corpus-TARGET that keeps what it finds
 # between runs. "ok" gives the executions and the corpus size; a crash, leak
 # or timeout is "not ok" with the tail of the log and the reproducer's path
-# (build/fuzz/crash-TARGET-*; rerun it with build/fuzz/fuzz_TARGET FILE).
+# (build/fuzz/crash-TARGET-*; rerun it with build/fuzz/fuzz_TARGET FILE). FUZZ_DIR
+# (default build/fuzz) is where the binaries and work corpora are.
 set -uo pipefail
 seconds=$1; shift
-dir=build/fuzz
+dir=${FUZZ_DIR:-build/fuzz}
 for t in "$@"; do
   bin=$dir/fuzz_$t work=$dir/corpus-$t log=$dir/fuzz_$t.log
   mkdir -p "$work"
