@@ -41,6 +41,7 @@ static int build(lua_State *A)
 {
     struct prog *g = lua_touserdata(A, 1);
     lua_settop(A, 0);
+    luaL_checkstack(A, MAX_STACK + 8, "fuzz_luaval");     /* a C function gets 20 slots */
     lua_newtable(A);                                   /* the root */
     int op;
     while ((op = byte(g)) >= 0) {
@@ -145,7 +146,7 @@ static int same(lua_State *L, int a, int b, int depth)
 {
     a = lua_absindex(L, a);
     b = lua_absindex(L, b);
-    if (lua_type(L, a) != lua_type(L, b) || depth > LUAVAL_MAX_DEPTH + 1)
+    if (lua_type(L, a) != lua_type(L, b) || depth > LUAVAL_MAX_DEPTH + 1 || !lua_checkstack(L, 4))
         return 0;
     if (lua_type(L, a) == LUA_TNUMBER && lua_isinteger(L, a) != lua_isinteger(L, b))
         return 0;
