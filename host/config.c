@@ -89,6 +89,8 @@ static const struct flag flags[] = {
      "requests allowed at once above the QPS limit"},
     {"resync-period", T_SECONDS, F(resync_seconds), "600", 0, INT_MAX, "DURATION",
      "requeue every pod this often (seconds, or with s/m/h); 0 disables"},
+    {"route-drain-delay", T_SECONDS, F(route_drain_seconds), "2", 0, 300, "DURATION",
+     "delete a pod's Service and EndpointSlice this long after its HTTPRoutes are gone"},
     {"shutdown-grace-period", T_SECONDS, F(shutdown_grace_seconds), "10", 0, 3600,
      "DURATION", "time to finish API writes after SIGTERM"},
     {"log-level", T_LEVEL, F(log_level), "info", 0, 0, "LEVEL",

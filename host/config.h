@@ -63,6 +63,7 @@ struct config {
     double kube_api_qps;         /* --kube-api-qps 0 = no client-side limit */
     int kube_api_burst;          /* --kube-api-burst 100 */
     int resync_seconds;          /* --resync-period 600 (0 disables) */
+    int route_drain_seconds;     /* --route-drain-delay 2 */
     int shutdown_grace_seconds;  /* --shutdown-grace-period 10 */
 
     /* logs */

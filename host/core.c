@@ -26,6 +26,8 @@ struct core {
     struct sandbox *sb;          /* renders host.render calls */
     core_enqueue_fn enqueue;
     void *arg;
+    int64_t (*clock)(void);      /* host.now_ms; clock_ms unless a test sets one */
+    int64_t drain_ms;            /* host.drain_ms */
 };
 
 static const char core_key = 'C';
@@ -55,6 +57,21 @@ static int l_enqueue(lua_State *L)
     if (c->enqueue)
         c->enqueue(c->arg, key);
     return 0;
+}
+
+/* host.now_ms() -> milliseconds of the core's clock */
+static int l_now_ms(lua_State *L)
+{
+    struct core *c = core_of(L);
+    lua_pushinteger(L, (lua_Integer)(c->clock ? c->clock() : clock_ms()));
+    return 1;
+}
+
+/* host.drain_ms() -> the route drain delay in milliseconds */
+static int l_drain_ms(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)core_of(L)->drain_ms);
+    return 1;
 }
 
 /* host.render(pod) -> list | nil, reason | false, error */
@@ -143,7 +160,8 @@ static int setup(lua_State *L)
     };
     static const luaL_Reg host[] = {
         {"enqueue", l_enqueue}, {"render", l_render},
-        {"valid", l_valid}, {"path", l_path}, {"gateway", l_gateway}, {NULL, NULL},
+        {"valid", l_valid}, {"path", l_path}, {"gateway", l_gateway}, {"now_ms", l_now_ms},
+        {"drain_ms", l_drain_ms}, {NULL, NULL},
     };
     for (const luaL_Reg *lib = libs; lib->func; lib++) {
         luaL_requiref(L, lib->name, lib->func, 1);
@@ -195,6 +213,16 @@ struct core *core_new(struct sandbox *sb, core_enqueue_fn enqueue, void *arg,
     c->module_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_settop(L, 0);
     return c;
+}
+
+void core_set_drain(struct core *c, int64_t drain_ms)
+{
+    c->drain_ms = drain_ms;
+}
+
+void core_set_clock(struct core *c, int64_t (*clock)(void))
+{
+    c->clock = clock;
 }
 
 void core_free(struct core *c)
@@ -386,6 +414,9 @@ static int read_plan(lua_State *L, int idx, struct core_plan *plan)
         plan->pod_namespace = dup_field(L, -1, "namespace", NULL);
         plan->pod_uid = dup_field(L, -1, "uid", NULL);
     }
+    lua_pop(L, 1);
+    lua_getfield(L, idx, "requeue_ms");
+    plan->requeue_ms = lua_isinteger(L, -1) ? (int64_t)lua_tointeger(L, -1) : 0;
     lua_pop(L, 1);
     lua_getfield(L, idx, "actions");
     size_t n = lua_rawlen(L, -1);

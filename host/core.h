@@ -27,6 +27,13 @@ extern const char *const core_child_resources[3];
 struct core *core_new(struct sandbox *sb, core_enqueue_fn enqueue, void *arg,
                       char *err, size_t errlen);
 
+/* The route drain delay: a pod's Service and EndpointSlice are deleted this
+ * many ms after its HTTPRoutes are seen gone (plans say when to look again). */
+void core_set_drain(struct core *c, int64_t drain_ms);
+
+/* The clock of host.now_ms (NULL: clock_ms); for tests. */
+void core_set_clock(struct core *c, int64_t (*clock)(void));
+
 /* Closes the state; core_free(NULL) does nothing. */
 void core_free(struct core *c);
 
@@ -92,6 +99,7 @@ struct core_plan {
     char *error;         /* script error or invalid child: write nothing */
     bool has_pod;        /* the pod is cached (selected) */
     char *pod_name, *pod_namespace, *pod_uid;
+    int64_t requeue_ms;  /* > 0: plan the pod again after this many ms (drain delay) */
 };
 
 /* Plans pod `key`. Returns 0 with *plan filled (free with core_plan_free),

@@ -15,6 +15,8 @@
 --                               "label_key", "label_value"
 --   host.path(apiVersion, kind, namespace, name)  API path of an object
 --   host.gateway()              the configured Gateway: name, namespace|nil
+--   host.now_ms()               monotonic milliseconds (core_set_clock)
+--   host.drain_ms()             the route drain delay (core_set_drain)
 
 local host, cjson = ...
 
@@ -94,6 +96,9 @@ local route_health = {}
 -- pod key -> { [route key] = problem }: a route of that pod turned not
 -- accepted (or unresolved) and the pod's next plan reports it, once.
 local notices = {}
+-- pod key -> host.now_ms() when its routes were first seen gone with the
+-- rest of its children still to delete (the drain delay counts from it).
+local drain_since = {}
 local generation = {}  -- res -> current list generation
 -- Kept as the caches change, so stats() costs nothing per pod: cached pods,
 -- cached children, and pods that are cached and own at least one child.
@@ -396,12 +401,20 @@ local function health_of(o)
 end
 
 -- The pod key a child belongs to: its controller ownerReference to a Pod.
+-- A child of ours with no ownerReferences at all was released when its pod
+-- started terminating (see "Draining" in M.reconcile): it belongs to the pod
+-- its envoy-router/pod label names (then the second value is nil).
 local function owner_key(o)
   local md = o.metadata or {}
-  for _, ref in ipairs(val(md.ownerReferences) or {}) do
+  local refs = val(md.ownerReferences) or {}
+  for _, ref in ipairs(refs) do
     if ref.kind == "Pod" and ref.controller == true then
       return (val(md.namespace) or "") .. "/" .. ref.name, ref
     end
+  end
+  local labels = val(md.labels)
+  if #refs == 0 and labels and labels[MANAGED_BY] == MANAGER and type(labels[POD_LABEL]) == "string" then
+    return (val(md.namespace) or "") .. "/" .. labels[POD_LABEL], nil
   end
   return nil
 end
@@ -919,6 +932,22 @@ function M.reconcile(key)
       end
     end
   end
+  -- Draining: once the pod is terminating, its Service and EndpointSlice
+  -- lose every ownerReference (their next apply carries none, and server-side
+  -- apply prunes what it no longer sends), so that when the pod
+  -- goes the garbage collector deletes only its routes; the host deletes the
+  -- rest a drain delay after the routes are gone (below). Envoy Gateway's
+  -- informers are not ordered across kinds: a Service gone a few ms after
+  -- its route can still be translated as "route present, Service gone",
+  -- which answers 500. Only when the envoy-router/pod label names the pod
+  -- (names up to 63 characters), as owner_key then finds it by that label.
+  local release = pod and val(pod.metadata.deletionTimestamp) ~= nil
+    and pod_label(pod, "") == pod.metadata.name
+  if release then
+    for _, d in ipairs(desired) do
+      if d.r.kind ~= "HTTPRoute" then d.obj.metadata.ownerReferences = nil end
+    end
+  end
   for _, d in ipairs(desired) do
     local id = d.r.res .. "\0" .. d.key
     wanted[id] = true
@@ -1012,10 +1041,28 @@ function M.reconcile(key)
     end
   end
   table.sort(ids)
+  -- The rest goes a drain delay (host.drain_ms()) after this pod key was
+  -- first seen with its routes gone and the rest to delete (for a restarted
+  -- host: after its first look), so Envoy Gateway has dropped the route
+  -- before it sees the Service go. The key is queued again for then.
+  local rest, now = false, host.now_ms()
+  for _, id in ipairs(ids) do
+    if not routes_going and not id:match("^httproutes%z") then rest = true end
+  end
+  if not rest then
+    drain_since[key] = nil
+  else
+    drain_since[key] = drain_since[key] or now
+    local left = drain_since[key] + host.drain_ms() - now
+    if left > 0 then
+      plan.requeue_ms = left
+      rest = false
+    end
+  end
   for _, id in ipairs(ids) do
     local res, okey = id:match("^([^%z]*)%z(.*)$")
     local c = unpack_child(store[res][okey])
-    if (res == "httproutes" or not routes_going) and not c.deleting then
+    if (res == "httproutes" or rest) and not c.deleting then
       plan.actions[#plan.actions + 1] = action("delete", RESOURCES[res], okey, nil, c.uid)
     end
   end

@@ -484,6 +484,7 @@ static int run(struct config *cfg)
         fprintf(stderr, "envoy-router: start-up failed: %s\n", op.core ? "out of memory" : err);
         goto out;
     }
+    core_set_drain(op.core, (int64_t)cfg->route_drain_seconds * 1000);
     op.rec = reconciler_new(op.queue, op.core, op.kube, (unsigned)cfg->max_concurrent_writes);
     if (op.rec == NULL || setup_fds(&op) != 0)
         goto out;

@@ -166,6 +166,8 @@ static void finish(struct job *j)
     else
         queue_forget(r->queue, j->key);
     queue_done(r->queue, j->key, now);
+    if (!failed && j->plan.requeue_ms > 0)   /* the drain delay of its Service */
+        queue_add_after(r->queue, j->key, j->plan.requeue_ms, now);
     if (j->prev)
         j->prev->next = j->next;
     else

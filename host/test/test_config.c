@@ -417,6 +417,7 @@ static void test_usage_lists_every_flag(void **state)
         "      env ENVOY_ROUTER_KUBE_API_QPS, default 0\n",
         "      env ENVOY_ROUTER_KUBE_API_BURST, default 100\n",
         "      env ENVOY_ROUTER_RESYNC_PERIOD, default 600\n",
+        "      env ENVOY_ROUTER_ROUTE_DRAIN_DELAY, default 2\n",
         "      env ENVOY_ROUTER_SHUTDOWN_GRACE_PERIOD, default 10\n",
         "      env ENVOY_ROUTER_LOG_LEVEL, default info\n",
         "      env ENVOY_ROUTER_LOG_FORMAT, default logfmt\n",
@@ -438,7 +439,7 @@ static void test_usage_lists_every_flag(void **state)
             fail_msg("usage lacks \"%s\"", lines[i]);
     for (const char *p = text; (p = strstr(p, "\n  --")) != NULL; p++)
         flags++;
-    assert_int_equal(flags, 25);
+    assert_int_equal(flags, 26);
     free(text);
 }
 

@@ -928,6 +928,119 @@ static void test_core_lua_failures_are_logged(void **state)
     assert_non_null(strstr(buf, "core: host/core.lua failed"));
     assert_non_null(strstr(buf, "function=result"));
     free(buf);
+static int64_t fake_now;
+static int64_t fake_clock(void)
+{
+    return fake_now;
+}
+
+/* A terminating pod's Service and EndpointSlice lose their owners (the
+ * garbage collector then deletes only the route when the pod goes); once
+ * the route is gone they are deleted a drain delay later, not sooner, and
+ * the plan says when to look again. */
+static void test_terminating_pod_drains_before_the_service_goes(void **state)
+{
+    struct fixture *f = *state;
+    struct core_plan p;
+    char err[512], *rv;
+    long code;
+    fake_now = 1000000;
+    core_set_clock(f->core, fake_clock);
+    core_set_drain(f->core, 2000);
+    list(f, "pods", POD("p1", "10.1.2.3", "True"));
+    settle(f, "ns/p1");
+    const char *term = "{\"type\":\"MODIFIED\",\"object\":{\"metadata\":{\"name\":\"p1\","
+        "\"namespace\":\"ns\",\"uid\":\"uid-p1\",\"resourceVersion\":\"6\","
+        "\"deletionTimestamp\":\"2026-01-01T00:00:00Z\","
+        "\"labels\":{\"envoy-router/enabled\":\"true\"}},\"spec\":{\"nodeName\":\"n1\"},"
+        "\"status\":{\"podIP\":\"10.1.2.3\",\"conditions\":[{\"type\":\"Ready\",\"status\":\"True\"}]}}}";
+    assert_int_equal(core_watch_event(f->core, "pods", term, strlen(term), &rv, &code, err,
+                                      sizeof err), 0);
+    free(rv);
+    /* Terminating: the Service and EndpointSlice are applied without
+     * owners (server-side apply prunes them); the route keeps its own. */
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 2);
+    for (size_t i = 0; i < 2; i++) {
+        assert_string_not_equal(p.actions[i].res, "httproutes");
+        assert_string_equal(p.actions[i].verb, "apply");
+        assert_null(strstr(p.actions[i].body, "ownerReferences"));
+    }
+    answer(f, &p);
+    core_plan_free(&p);
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 0);
+    assert_int_equal(p.requeue_ms, 0);
+    core_plan_free(&p);
+    /* The pod goes: the route first. */
+    const char *ev = "{\"type\":\"DELETED\",\"object\":" POD("p1", "10.1.2.3", "True") "}";
+    assert_int_equal(core_watch_event(f->core, "pods", ev, strlen(ev), &rv, &code, err, sizeof err), 0);
+    free(rv);
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 1);
+    assert_string_equal(p.actions[0].res, "httproutes");
+    answer(f, &p);
+    core_plan_free(&p);
+    /* Route gone: the owner-less children still belong to ns/p1 (by their
+     * label) and wait for the drain delay. */
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 0);
+    assert_int_equal(p.requeue_ms, 2000);
+    core_plan_free(&p);
+    fake_now += 1999;
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 0);
+    assert_int_equal(p.requeue_ms, 1);
+    core_plan_free(&p);
+    fake_now += 1;
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 2);
+    assert_int_equal(p.requeue_ms, 0);
+    for (size_t i = 0; i < 2; i++) {
+        assert_string_equal(p.actions[i].verb, "delete");
+        assert_non_null(strstr(p.actions[i].body, "\"preconditions\":{\"uid\":\""));
+    }
+    answer(f, &p);
+    core_plan_free(&p);
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 0);
+    assert_int_equal(p.requeue_ms, 0);
+    core_plan_free(&p);
+}
+
+/* A restarted host finds a released Service whose pod and route are gone:
+ * it deletes it a drain delay after its first look. */
+static void test_leftover_without_owners_is_deleted_after_the_delay(void **state)
+{
+    struct fixture *f = *state;
+    struct core_plan p;
+    fake_now = 5000;
+    core_set_clock(f->core, fake_clock);
+    core_set_drain(f->core, 2000);
+    f->n_queued = 0;
+    list(f, "pods", "");
+    list(f, "services", "{\"metadata\":{\"name\":\"gone\",\"namespace\":\"ns\",\"uid\":\"s9\","
+         "\"resourceVersion\":\"3\",\"labels\":{\"app.kubernetes.io/managed-by\":\"envoy-router\","
+         "\"envoy-router/pod\":\"gone\"}},\"spec\":{}}");
+    /* Someone else's owner-less Service with our pod label is not ours. */
+    list(f, "endpointslices", "{\"metadata\":{\"name\":\"other\",\"namespace\":\"ns\","
+         "\"uid\":\"e9\",\"resourceVersion\":\"3\",\"labels\":{\"envoy-router/pod\":\"other\"}}}");
+    assert_int_equal(f->n_queued, 1);
+    assert_string_equal(f->queued[0], "ns/gone");
+    plan(f, "ns/gone", &p);
+    assert_int_equal(p.n_actions, 0);
+    assert_int_equal(p.requeue_ms, 2000);
+    core_plan_free(&p);
+    fake_now += 2000;
+    plan(f, "ns/gone", &p);
+    assert_int_equal(p.n_actions, 1);
+    assert_string_equal(p.actions[0].verb, "delete");
+    assert_string_equal(p.actions[0].res, "services");
+    assert_non_null(strstr(p.actions[0].body, "\"uid\":\"s9\""));
+    core_plan_free(&p);
+    plan(f, "ns/other", &p);
+    assert_int_equal(p.n_actions, 0);
+    core_plan_free(&p);
 }
 
 /* Reload validation in slices: a step of budget 0 renders one pod, so the
@@ -1001,6 +1114,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stats_follow_the_caches_at_no_cost, setup, teardown),
         cmocka_unit_test_setup_teardown(test_core_lua_failures_are_logged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_validation_in_slices, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_terminating_pod_drains_before_the_service_goes,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_leftover_without_owners_is_deleted_after_the_delay,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refused_apply_is_followed_by_a_full_update, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests_name("core", tests, NULL, NULL);
 }
