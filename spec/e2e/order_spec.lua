@@ -9,11 +9,14 @@
 -- whole store), so comparing them orders deletions across kinds no matter
 -- in which order the three streams reach the spec.
 --
--- Paths: the pod deleted gracefully and then gone, deleted by force, its
--- label removed (the operator deletes the children itself), and deleted
--- while no operator runs (uninstalled): the garbage collector alone must
--- keep the order, which is why the Service and EndpointSlice name the
--- route as an owner.
+-- Paths: the pod deleted gracefully and then gone (its Service and
+-- EndpointSlice lose their owners while it terminates, and the operator
+-- deletes them the drain delay after the route), deleted by force, its
+-- label removed (the operator deletes the children itself, with the same
+-- delay), deleted while no operator runs (uninstalled): the garbage
+-- collector alone must keep the order, which is why the Service and
+-- EndpointSlice name the route as an owner), and terminated then gone
+-- while the operator was down (a restarted one deletes the leftovers).
 
 local cjson = require("cjson")
 local S = require("spec.e2e.support")
@@ -31,26 +34,34 @@ local function record(ns)
   for kind, path in pairs(KINDS) do
     local file = os.tmpname()
     local url = api.server .. string.format(path, ns) .. "?watch=1&timeoutSeconds=300"
+    -- Each line stamped with the time it arrived (perl runs the curl and
+    -- stops it when stopped itself).
+    local stamp = [[$|=1; my $p = open(my $c, "-|", @ARGV) or die; ]]
+      .. [[$SIG{TERM} = sub { kill "TERM", $p; exit 0 }; ]]
+      .. [[while (<$c>) { printf "%.3f %s", Time::HiRes::time(), $_ }]]
     local pid = S.sh(string.format(
-      "(curl -sN --cacert %s -H %s %s >%s 2>/dev/null & echo $!)", S.quote(api.cacert),
+      "(perl -MTime::HiRes -e %s curl -sN --cacert %s -H %s %s >%s 2>/dev/null & echo $!)",
+      S.quote(stamp), S.quote(api.cacert),
       S.quote("Authorization: Bearer " .. api.token), S.quote(url), file)):match("%d+")
     rec.files[kind], rec.pids[#rec.pids + 1] = file, pid
   end
   return rec
 end
 
--- { [kind] = { [name] = { ADDED = rv, DELETED = rv, ... } } } so far.
+-- { [kind] = { [name] = { ADDED = rv, DELETED = rv, ..., at = { DELETED =
+-- seconds the event arrived, ... } } } } so far.
 local function events(rec)
   local out = {}
   for kind, file in pairs(rec.files) do
     out[kind] = {}
     local f = io.open(file, "r")
-    for line in (f and f:read("a") or ""):gmatch("[^\n]+") do
+    for stamp, line in (f and f:read("a") or ""):gmatch("([%d.]+) ([^\n]+)") do
       local ok, ev = pcall(cjson.decode, line)
       if ok and type(ev.object) == "table" and ev.object.metadata then
         local md = ev.object.metadata
-        out[kind][md.name] = out[kind][md.name] or {}
+        out[kind][md.name] = out[kind][md.name] or { at = {} }
         out[kind][md.name][ev.type] = tonumber(md.resourceVersion)
+        out[kind][md.name].at[ev.type] = tonumber(stamp)
       end
     end
     if f then f:close() end
@@ -89,8 +100,9 @@ local function ready(ns, rec, names)
 end
 
 -- Waits for the three DELETED events of each pod's children and asserts the
--- route's came first.
-local function assert_route_first(rec, names)
+-- route's came first; with `drain` (seconds), the Service and EndpointSlice
+-- went at least that long after the route (the operator's drain delay).
+local function assert_route_first(rec, names, drain)
   local ev = S.eventually(function()
     local e = events(rec)
     for _, n in ipairs(names) do
@@ -108,6 +120,17 @@ local function assert_route_first(rec, names)
       n .. ": the Service was deleted before its HTTPRoute")
     assert.is_true(route < ev.EndpointSlice[n].DELETED,
       n .. ": the EndpointSlice was deleted before its HTTPRoute")
+    local t = ev.HTTPRoute[n].at.DELETED
+    local ds, de = ev.Service[n].at.DELETED - t, ev.EndpointSlice[n].at.DELETED - t
+    print(string.format("# %s: Service deleted %.3f s after the route, EndpointSlice %.3f s",
+      n, ds, de))
+    if drain then
+      -- The delay counts from when the operator saw the route gone, which
+      -- is after the route's DELETED reached this watch, give or take the
+      -- two streams' latency: 0.1 s of margin.
+      assert.is_true(ds >= drain - 0.1, n .. string.format(": Service %.3f s after", ds))
+      assert.is_true(de >= drain - 0.1, n .. string.format(": EndpointSlice %.3f s after", de))
+    end
   end
 end
 
@@ -172,10 +195,21 @@ describe("a pod's HTTPRoute goes before its Service and EndpointSlice", function
       return true
     end, 10, "endpoints terminating")
     for _, n in ipairs(names) do assert.truthy(all_there(ns, n)) end
+    -- Released: the Service and EndpointSlice have no owners any more (the
+    -- garbage collector will delete only the route).
+    S.eventually(function()
+      for _, n in ipairs(names) do
+        for _, kind in ipairs({ "service", "endpointslice" }) do
+          local o = S.get(ns, kind, n)
+          if not o or #(o.metadata.ownerReferences or {}) > 0 then return false end
+        end
+      end
+      return true
+    end, 10, "Services and EndpointSlices without owners")
     -- The kubelet (this spec) finishes: the pods are gone.
     S.must("delete pod " .. table.concat(names, " ") .. " -n " .. ns
       .. " --grace-period=0 --force --wait=false")
-    assert_route_first(rec, names)
+    assert_route_first(rec, names, 2)
   end)
 
   it("deleted by force: route first", function()
@@ -190,7 +224,7 @@ describe("a pod's HTTPRoute goes before its Service and EndpointSlice", function
     local names = pods(ns, "unlabelled", N, 83)
     ready(ns, rec, names)
     S.must("label pod " .. table.concat(names, " ") .. " -n " .. ns .. " envoy-router/enabled-")
-    assert_route_first(rec, names)
+    assert_route_first(rec, names, 2)
     -- The pods themselves are left alone.
     for _, n in ipairs(names) do assert.truthy(S.get(ns, "pod", n)) end
   end)
@@ -212,5 +246,48 @@ describe("a pod's HTTPRoute goes before its Service and EndpointSlice", function
     S.must("delete pod " .. table.concat(names, " ") .. " -n " .. ns
       .. " --grace-period=0 --force --wait=false")
     assert_route_first(rec, names)
+  end)
+
+  it("terminating, then gone while no operator runs: a restarted one deletes the leftovers "
+    .. "after the drain delay", function()
+    op = S.operator({ "--watch-namespace", ns, "--identity", "order-e2e" })
+    op:wait_ready()
+    local names = pods(ns, "left", 2, 85)
+    ready(ns, rec, names)
+    S.must("delete pod " .. table.concat(names, " ") .. " -n " .. ns
+      .. " --grace-period=300 --wait=false")
+    S.eventually(function()
+      for _, n in ipairs(names) do
+        local o = S.get(ns, "service", n)
+        if not o or #(o.metadata.ownerReferences or {}) > 0 then return false end
+      end
+      return true
+    end, 10, "Services without owners")
+    assert.is_true(op:stop())
+    op = nil
+    S.must("delete pod " .. table.concat(names, " ") .. " -n " .. ns
+      .. " --grace-period=0 --force --wait=false")
+    -- The garbage collector deletes the routes only.
+    S.eventually(function()
+      for _, n in ipairs(names) do
+        if S.get(ns, "httproute", n) then return false end
+      end
+      return true
+    end, 30, "routes gone")
+    S.sleep(1)
+    for _, n in ipairs(names) do
+      assert.truthy(S.get(ns, "service", n), n .. ": the Service waits for an operator")
+    end
+    local started = os.time()
+    op = S.operator({ "--watch-namespace", ns, "--identity", "order-e2e" })
+    op:wait_ready()
+    assert_route_first(rec, names)
+    local ev = events(rec)
+    for _, n in ipairs(names) do
+      -- os.time() has whole seconds: at least 1 s of the 2 s delay shows.
+      assert.is_true(ev.Service[n].at.DELETED - started >= 1,
+        n .. ": the leftover Service went before the drain delay")
+      assert.falsy(S.get(ns, "endpointslice", n))
+    end
   end)
 end)
