@@ -928,6 +928,8 @@ static void test_core_lua_failures_are_logged(void **state)
     assert_non_null(strstr(buf, "core: host/core.lua failed"));
     assert_non_null(strstr(buf, "function=result"));
     free(buf);
+}
+
 static int64_t fake_now;
 static int64_t fake_clock(void)
 {
@@ -1118,8 +1120,6 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_leftover_without_owners_is_deleted_after_the_delay,
                                         setup, teardown),
-        cmocka_unit_test_setup_teardown(test_refused_apply_is_followed_by_a_full_update, setup,
-                                        teardown),
     };
     return cmocka_run_group_tests_name("core", tests, NULL, NULL);
 }
