@@ -4,6 +4,7 @@
 
 #include <lauxlib.h>
 #include <lualib.h>
+#include <malloc.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,10 @@
 #include "log.h"
 #include "names.h"
 #include "timers.h"
+
+/* Percent of heap growth over the live caches that starts a collection
+ * cycle of the core state (Lua's default is 200: the heap may double). */
+#define CORE_GC_PAUSE 120
 
 /* lua-cjson exports its opener but ships no header. */
 int luaopen_cjson(lua_State *L);
@@ -97,6 +102,14 @@ static int l_render(lua_State *L)
     return 2;
 }
 
+/* host.keep_annotations() -> whether the scripts read pod annotations */
+static int l_keep_annotations(lua_State *L)
+{
+    struct core *c = core_of(L);
+    lua_pushboolean(L, c->sb != NULL && sandbox_wants_annotations(c->sb));
+    return 1;
+}
+
 /* host.valid(rule, s) -> boolean */
 static int l_valid(lua_State *L)
 {
@@ -161,7 +174,7 @@ static int setup(lua_State *L)
     static const luaL_Reg host[] = {
         {"enqueue", l_enqueue}, {"render", l_render},
         {"valid", l_valid}, {"path", l_path}, {"gateway", l_gateway}, {"now_ms", l_now_ms},
-        {"drain_ms", l_drain_ms}, {NULL, NULL},
+        {"drain_ms", l_drain_ms}, {"keep_annotations", l_keep_annotations}, {NULL, NULL},
     };
     for (const luaL_Reg *lib = libs; lib->func; lib++) {
         luaL_requiref(L, lib->name, lib->func, 1);
@@ -212,6 +225,12 @@ struct core *core_new(struct sandbox *sb, core_enqueue_fn enqueue, void *arg,
     }
     c->module_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_settop(L, 0);
+    /* The caches are a large set of long-lived small objects, and every
+     * event leaves a little garbage: with Lua's default pause (a new cycle
+     * once the heap has doubled) the heap would stay near twice the live
+     * caches. A cycle at +CORE_GC_PAUSE% keeps it close to them, for a
+     * little more collector work per event. */
+    lua_gc(L, LUA_GCINC, CORE_GC_PAUSE, 0, 0);
     return c;
 }
 
@@ -381,6 +400,9 @@ int core_list_end(struct core *c, const char *res)
     if (rc != 0)
         report("list_end", err);
     lua_settop(c->L, 0);
+    /* A list's pages were decoded whole: hand their garbage back to the
+     * system now rather than keep the heap at its peak. */
+    core_trim(c);
     return rc;
 }
 
@@ -613,4 +635,10 @@ size_t core_memory(struct core *c)
 {
     lua_gc(c->L, LUA_GCCOLLECT);
     return (size_t)lua_gc(c->L, LUA_GCCOUNT) * 1024u + (size_t)lua_gc(c->L, LUA_GCCOUNTB);
+}
+
+void core_trim(struct core *c)
+{
+    lua_gc(c->L, LUA_GCCOLLECT);
+    malloc_trim(0);
 }

@@ -145,4 +145,8 @@ void core_stats(struct core *c, size_t *managed, size_t *pods, size_t *children)
 /* Bytes the core state holds, after a full garbage collection. */
 size_t core_memory(struct core *c);
 
+/* Collects the core state's garbage in full and hands free heap pages back
+ * to the system (malloc_trim): for quiet moments after a burst. */
+void core_trim(struct core *c);
+
 #endif

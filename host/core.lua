@@ -62,8 +62,12 @@ M.child_resources = { "services", "endpointslices", "httproutes" }
 local pods = {}        -- pod key -> projected pod, as JSON text (see pod_of)
 local store = {}       -- res -> object key -> observed child
 local owner_of = {}    -- res -> object key -> owning pod key
-local owned = {}       -- pod key -> { ["res\0objkey"] = true }
-local seen = {}        -- res -> object key -> list generation that saw it
+-- pod key -> its children's ids ("res\0objkey"), one per line (a string:
+-- a table per pod costs several times as much at 10,000 pods)
+local owned = {}
+-- res -> { object key -> true } while a list of res is in progress (not
+-- kept between lists: a table entry per object costs memory at 10,000 pods)
+local listing = {}
 -- "res\0objkey" -> true: a create of that name met an object that is not
 -- ours (409). Until a create of it succeeds, its pod gets no children at
 -- all: an EndpointSlice or HTTPRoute beside someone else's Service would
@@ -89,6 +93,12 @@ local sent, settled = {}, {}
 -- answer to a probe has to queue the pod, whose key may differ from the
 -- child's (hashed names).
 local wanted_by = {}
+-- "res\0objkey" -> JSON patch body: the child holds fields under an Update
+-- entry of our manager (created by POST, as envoy-router did before every
+-- write was an apply). The patch hands them to our Apply entry, so the
+-- next apply prunes what is no longer desired. Only for such children:
+-- an entry goes once the patch is through.
+local upgrade = {}
 -- object key -> { state, reason, message } of each cached HTTPRoute, read
 -- from the conditions its Gateway controller writes (the only part of a
 -- route's status the host keeps).
@@ -99,15 +109,12 @@ local notices = {}
 -- pod key -> host.now_ms() when its routes were first seen gone with the
 -- rest of its children still to delete (the drain delay counts from it).
 local drain_since = {}
-local generation = {}  -- res -> current list generation
 -- Kept as the caches change, so stats() costs nothing per pod: cached pods,
 -- cached children, and pods that are cached and own at least one child.
 local count = { pods = 0, children = 0, managed = 0 }
 for res in pairs(RESOURCES) do
-  store[res], owner_of[res], seen[res] = {}, {}, {}
+  store[res], owner_of[res] = {}, {}
 end
-seen.pods = {}
-for res in pairs(seen) do generation[res] = 0 end
 
 local function val(v)
   if v == null then return nil end
@@ -129,10 +136,11 @@ local function pod_of(key)
 end
 
 -- The few pod fields scripts and reconcile read; a whole pod is ~16 KiB
--- as a table, this is well under 1 KiB.
+-- as a table, this is well under 1 KiB. Annotations only when router.lua
+-- asks for them (pod_annotations = true).
 local function project_pod(o)
   local md, spec, st = o.metadata or {}, val(o.spec) or {}, val(o.status) or {}
-  local ann = val(md.annotations)
+  local ann = host.keep_annotations() and val(md.annotations) or nil
   if ann then
     ann["kubectl.kubernetes.io/last-applied-configuration"] = nil
     if next(ann) == nil then ann = nil end
@@ -304,6 +312,49 @@ local function owned_hash(o)
   return "-"
 end
 
+-- The union of two managedFields field sets (fieldsV1 trees).
+local function union(a, b)
+  local out = {}
+  for k, x in pairs(type(a) == "table" and a or {}) do out[k] = x end
+  for k, x in pairs(type(b) == "table" and b or {}) do
+    out[k] = out[k] ~= nil and union(out[k], x) or x
+  end
+  return out
+end
+
+-- For a child that holds fields under an Update entry of our manager: the
+-- JSON patch that moves them into our Apply entry (a new Apply entry if
+-- there is none), as client-go's csaupgrade does, guarded by the observed
+-- resourceVersion. nil when there is nothing to hand over.
+local function upgrade_patch(o)
+  local md = val(o.metadata) or {}
+  local entries = val(md.managedFields)
+  if type(entries) ~= "table" or val(md.resourceVersion) == nil then return nil end
+  local update, apply
+  for i, e in ipairs(entries) do
+    if e.manager == MANAGER and (val(e.subresource) or "") == "" then
+      if e.operation == "Update" then update = i elseif e.operation == "Apply" then apply = i end
+    end
+  end
+  if not update then return nil end
+  local out = {}
+  for i, e in ipairs(entries) do
+    if i == apply then
+      e.fieldsV1 = union(val(e.fieldsV1), val(entries[update].fieldsV1))
+      out[#out + 1] = e
+    elseif i == update and not apply then
+      e.operation = "Apply"
+      out[#out + 1] = e
+    elseif i ~= update then
+      out[#out + 1] = e
+    end
+  end
+  return encode({
+    { op = "test", path = "/metadata/resourceVersion", value = md.resourceVersion },
+    { op = "replace", path = "/metadata/managedFields", value = out },
+  })
+end
+
 -- A cached child: what reconcile reads, packed in one short string (a
 -- child kept whole costs kilobytes; this is under 200 bytes):
 -- uid, resourceVersion, flags ("o": our managed-by label, "c": some
@@ -353,6 +404,10 @@ end
 -- written for an older generation of the spec. Returns
 -- { state = "accepted" | "not_accepted" | "unresolved" | "pending",
 --   reason, message } (reason and message for the two bad states).
+-- Shared by every accepted route (never changed: only a pending entry
+-- gets fields added).
+local ACCEPTED = { state = "accepted" }
+
 local function health_of(o)
   local md, spec, st = o.metadata or {}, val(o.spec) or {}, val(o.status) or {}
   local ns, gen = val(md.namespace), val(md.generation)
@@ -397,7 +452,7 @@ local function health_of(o)
     end
   end
   if answered < #refs then return { state = "pending", gateways = table.concat(gateways, ", ") } end
-  return unresolved or { state = "accepted" }
+  return unresolved or ACCEPTED
 end
 
 -- The pod key a child belongs to: its controller ownerReference to a Pod.
@@ -419,24 +474,29 @@ local function owner_key(o)
   return nil
 end
 
+-- The set of ids pod `pkey` owns, as a table (id -> true).
+local function owned_by(pkey)
+  local set = {}
+  for id in (owned[pkey] or ""):gmatch("[^\n]+") do set[id] = true end
+  return set
+end
+
 local function link(res, okey, pkey)
   local old = owner_of[res][okey]
   if old == pkey then return end
   local id = res .. "\0" .. okey
   if old and owned[old] then
-    owned[old][id] = nil
-    if next(owned[old]) == nil then
-      owned[old] = nil
-      if pods[old] then count.managed = count.managed - 1 end
+    local rest = {}
+    for other in owned[old]:gmatch("[^\n]+") do
+      if other ~= id then rest[#rest + 1] = other end
     end
+    owned[old] = #rest > 0 and table.concat(rest, "\n") or nil
+    if not owned[old] and pods[old] then count.managed = count.managed - 1 end
   end
   owner_of[res][okey] = pkey
   if pkey then
-    if not owned[pkey] then
-      owned[pkey] = {}
-      if pods[pkey] then count.managed = count.managed + 1 end
-    end
-    owned[pkey][id] = true
+    if not owned[pkey] and pods[pkey] then count.managed = count.managed + 1 end
+    owned[pkey] = owned[pkey] and (owned[pkey] .. "\n" .. id) or id
   end
 end
 
@@ -452,14 +512,16 @@ local function upsert(res, o, quiet)
     -- Kept as text: a decoded table costs several times its JSON, and a
     -- pod is decoded only when it is reconciled.
     pods[key] = encode(project_pod(o))
-    seen.pods[key] = generation.pods
+    if listing.pods then listing.pods[key] = true end
     if not quiet then host.enqueue(key) end
     return
   end
   local old = owner_of[res][key]
   local pkey = owner_key(o)
+  local same_health = true
   if res == "httproutes" then
     local h, was = health_of(o), route_health[key]
+    same_health = was ~= nil and was.state == h.state and was.reason == h.reason
     if h.state == "pending" and was and was.state == "pending" then
       h.since, h.told = was.since, was.told   -- still waiting since then
     end
@@ -482,10 +544,15 @@ local function upsert(res, o, quiet)
   -- Items of built-in lists carry no apiVersion/kind; desired ones do.
   o.apiVersion, o.kind = RESOURCES[res].apiVersion, RESOURCES[res].kind
   if not store[res][key] then count.children = count.children + 1 end
-  store[res][key] = pack_child(o)
-  seen[res][key] = generation[res]
+  upgrade[res .. "\0" .. key] = upgrade_patch(o)
+  local packed = pack_child(o)
+  -- The watch echoing our own write (cached from its answer already), or
+  -- a relist of an unchanged object: nothing new for the pod.
+  local same = store[res][key] == packed and old == pkey and same_health
+  store[res][key] = packed
+  if listing[res] then listing[res][key] = true end
   link(res, key, pkey)
-  if not quiet then
+  if not quiet and not same then
     if pkey then host.enqueue(pkey) end
     if old and old ~= pkey then host.enqueue(old) end
   end
@@ -497,7 +564,6 @@ local function remove(res, key, quiet)
       count.pods = count.pods - 1
       if owned[key] then count.managed = count.managed - 1 end
       pods[key] = nil
-      seen.pods[key] = nil
       if not quiet then host.enqueue(key) end
     end
     return
@@ -505,10 +571,9 @@ local function remove(res, key, quiet)
   if store[res][key] == nil then return end
   local pkey = owner_of[res][key]
   local id = res .. "\0" .. key
-  sent[id], settled[id], replace[id], repairing[id] = nil, nil, nil, nil
+  sent[id], settled[id], replace[id], repairing[id], upgrade[id] = nil, nil, nil, nil, nil
   count.children = count.children - 1
   store[res][key] = nil
-  seen[res][key] = nil
   if res == "httproutes" then
     route_health[key] = nil
     if pkey and notices[pkey] then notices[pkey][key] = nil end
@@ -521,7 +586,7 @@ end
 
 -- A (re)list of `res` starts: objects not seen again by list_end go.
 function M.list_begin(res)
-  generation[res] = (generation[res] or 0) + 1
+  listing[res] = {}
 end
 
 -- One page of a list response. Returns resourceVersion, continue token.
@@ -537,10 +602,11 @@ end
 
 -- The list is complete: forget what it did not contain.
 function M.list_end(res)
-  local gen = generation[res]
+  local got = listing[res] or {}
+  listing[res] = nil
   local gone = {}
   for key in pairs(res == "pods" and pods or store[res]) do
-    if seen[res][key] ~= gen then gone[#gone + 1] = key end
+    if not got[key] then gone[#gone + 1] = key end
   end
   for _, key in ipairs(gone) do remove(res, key, false) end
   return #gone
@@ -834,6 +900,12 @@ local function action(verb, r, okey, obj, uid)
     a.body = encode({ { op = "test", path = at, value = GO_FINALIZER },
                       { op = "remove", path = at } })
     a.content_type = "application/json-patch+json"
+  elseif verb == "upgrade" then
+    -- obj: the JSON patch upgrade_patch made.
+    a.method = "PATCH"
+    a.path = host.path(r.apiVersion, r.kind, ns, name)
+    a.body = obj
+    a.content_type = "application/json-patch+json"
   elseif verb == "create" or verb == "apply" then
     -- Every field of a child is written by server-side apply, from the
     -- first write on, so the one field manager owns all of it and a later
@@ -1008,7 +1080,11 @@ function M.reconcile(key)
           where = "fields envoy-router owns"
         end
         if not where then replace[id] = nil end
-        if where and replace[id] then
+        if upgrade[id] and not c.deleting then
+          -- First hand the fields an older version wrote by POST to the
+          -- Apply entry; the answer queues the pod for the apply.
+          writes[#writes + 1] = { a = action("upgrade", d.r, d.key, upgrade[id]) }
+        elseif where and replace[id] then
           writes[#writes + 1] = { a = action("delete", d.r, d.key, nil, c.uid), replace = true }
         elseif where then
           local a = action("apply", d.r, d.key, d.obj, c.uid)
@@ -1027,14 +1103,14 @@ function M.reconcile(key)
   -- else's Service). While only probing, keep it as it is.
   if conflict then wanted = {} end
   if probing and not conflict then
-    for id in pairs(owned[key] or {}) do wanted[id] = true end
+    for id in pairs(owned_by(key)) do wanted[id] = true end
   end
   -- What this pod owns and no longer wants goes; sorted for stable plans.
   -- Routes first: the rest waits until they are gone (a route whose
   -- Service is gone answers 500); their removal from the cache queues the
   -- pod again. An object already being deleted (finalizers) is waited for.
   local ids, routes_going = {}, false
-  for id in pairs(owned[key] or {}) do
+  for id in pairs(owned_by(key)) do
     if not wanted[id] then
       ids[#ids + 1] = id
       if id:match("^httproutes%z") then routes_going = true end
@@ -1091,6 +1167,22 @@ function M.result(res, key, verb, status, body)
     -- the watch has brought the pod as it is now.
     if (status >= 200 and status < 300) or status == 404 then return "ok" end
     if status == 403 then return "rejected" end
+    return "retry"
+  end
+  if verb == "upgrade" then
+    if status >= 200 and status < 300 then
+      local ok, o = pcall(cjson.decode, body)
+      if ok and type(o) == "table" and type(o.metadata) == "table" then
+        upsert(res, o, true)
+        local pkey = owner_key(o)
+        if pkey then host.enqueue(pkey) end
+      end
+      return "ok"
+    end
+    -- Changed since we saw it (the test failed): the watch brings the
+    -- object as it is, and a patch made from that.
+    if status == 404 or status == 409 or status == 422 then return "retry" end
+    if status == 400 or status == 403 then return "rejected" end
     return "retry"
   end
   if verb == "get" then

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +54,8 @@
 #define IN_CLUSTER_ROOT_ENV "ENVOY_ROUTER_IN_CLUSTER_ROOT"
 
 struct operator {
+    uint64_t trimmed_writes;     /* reconciler_writes at the last core_trim */
+    int64_t trimmed_ms;
     struct config *cfg;
     struct kube *kube;
     struct timers *timers;
@@ -165,12 +168,16 @@ static void reload_swap(struct operator *op)
 {
     struct sandbox *sb = op->candidate;
     op->candidate = NULL;
+    bool reproject = sandbox_wants_annotations(sb) != sandbox_wants_annotations(op->sandbox);
     core_set_sandbox(op->core, sb);
     sandbox_free(op->sandbox);
     op->sandbox = sb;
     metrics_add(op->reloads, "success", 1);
     if (op->n_watches > 0)
         watch_set_selector(op->watches[0], sandbox_selector(sb));
+    /* The pod cache keeps annotations only for scripts that read them. */
+    if (op->n_watches > 0 && reproject)
+        watch_relist(op->watches[0], "pod-annotations");
     size_t n = core_enqueue_all(op->core);
     char ms[32], pods[32];
     snprintf(ms, sizeof ms, "%lld", (long long)(clock_ms() - op->reload_t0));
@@ -389,6 +396,14 @@ static void loop(struct operator *op)
         if (op->ready && !op->stopping)
             check_watches(op);
         reconciler_pump(op->rec, now);
+        /* A burst of writes is over (nothing running, nothing ready): give
+         * its garbage back now, not at the collector's next cycle. */
+        if (reconciler_active(op->rec) == 0 && queue_ready(op->queue) == 0 &&
+            reconciler_writes(op->rec) != op->trimmed_writes && now - op->trimmed_ms >= 1000) {
+            core_trim(op->core);
+            op->trimmed_writes = reconciler_writes(op->rec);
+            op->trimmed_ms = now;
+        }
         if (op->exit_now)
             break;
         if (op->stopping && (reconciler_active(op->rec) == 0 || now >= op->stop_deadline)) {
@@ -437,6 +452,13 @@ static int run(struct config *cfg)
     struct kube_auth auth = {0};
     char err[4096];
     int rc = 1;
+
+    /* Memory: a fixed mmap threshold (glibc raises it after each large
+     * free, which puts later list pages and response bodies on the heap,
+     * where they fragment it) and two arenas (the HTTP server's and the
+     * resolver's threads would otherwise get one each). */
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    mallopt(M_ARENA_MAX, 2);
 
     op.reloads = metrics_counter("envoy_router_script_reloads_total",
                                  "Script reloads by result.", "result");

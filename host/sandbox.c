@@ -47,6 +47,7 @@ struct sandbox {
     char *dir;                   /* NULL: built-in only */
     char *modules;               /* "name\tkind\tpath\n" per module loaded (sandbox_modules) */
     size_t modules_len;
+    bool annotations;            /* router.pod_annotations: scripts read them */
 };
 
 /* Globals scripts may use; everything else from the base library goes. */
@@ -607,6 +608,18 @@ static void trim_library(lua_State *L, const struct lib_fields *lf)
     lua_pop(L, 2);                                          /* G */
 }
 
+/* __index of pod.metadata when router.lua did not ask for annotations:
+ * the host's pod cache drops them then, so a read is a bug in the scripts,
+ * not an absent field. */
+static int undeclared_field(lua_State *L)
+{
+    const char *k = lua_tostring(L, 2);
+    if (k != NULL && strcmp(k, "annotations") == 0)
+        return luaL_error(L, "pod.metadata.annotations is read, but router.lua does not set "
+                          "pod_annotations = true (without it the host keeps no pod annotations)");
+    return 0;
+}
+
 /* Runs in protected mode: opens the allowed libraries and trims _G. */
 static int setup(lua_State *L)
 {
@@ -673,6 +686,10 @@ static int setup(lua_State *L)
     lua_pop(L, 1);
     lua_pushcfunction(L, sandbox_require);
     lua_setfield(L, 1, "require");
+    lua_newtable(L);
+    lua_pushcfunction(L, undeclared_field);
+    lua_setfield(L, -2, "__index");
+    lua_setfield(L, LUA_REGISTRYINDEX, "sandbox.metadata_guard");
     lua_newtable(L);                                        /* G host */
     lua_pushcfunction(L, sandbox_log);
     lua_setfield(L, -2, "log");
@@ -699,6 +716,10 @@ static int load_router(lua_State *L)
     lua_pop(L, 1);
     if (lua_getfield(L, -1, "children") != LUA_TFUNCTION)
         return luaL_error(L, "router.lua: 'children' must be a function(pod, config)");
+    lua_pop(L, 1);
+    int t = lua_getfield(L, -1, "pod_annotations");
+    if (t != LUA_TNIL && t != LUA_TBOOLEAN)
+        return luaL_error(L, "router.lua: 'pod_annotations' must be a boolean");
     lua_pop(L, 1);
     return 1;
 }
@@ -752,6 +773,9 @@ struct sandbox *sandbox_new(const char *dir, const struct config *cfg,
     lua_pop(L, 1);
     if (s->selector == NULL)
         goto oom;
+    lua_getfield(L, -1, "pod_annotations");
+    s->annotations = lua_toboolean(L, -1);
+    lua_pop(L, 1);
     s->router_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_settop(L, 0);
     return s;
@@ -793,6 +817,11 @@ const struct config *sandbox_config(const struct sandbox *s)
 const char *sandbox_modules(const struct sandbox *s)
 {
     return s->modules ? s->modules : "";
+}
+
+bool sandbox_wants_annotations(const struct sandbox *s)
+{
+    return s->annotations;
 }
 
 size_t sandbox_memory(const struct sandbox *s)
@@ -851,6 +880,13 @@ static int call_children(lua_State *S)
     lua_getfield(S, -1, "children");                        /* call router fn */
     if (luaval_copy(c->from, c->pod_idx, S, &output_limits, err, sizeof err) != 0)
         return luaL_error(S, "cannot pass the pod to the scripts: %s", err);
+    if (!c->s->annotations) {
+        if (lua_getfield(S, -1, "metadata") == LUA_TTABLE) {
+            lua_getfield(S, LUA_REGISTRYINDEX, "sandbox.metadata_guard");
+            lua_setmetatable(S, -2);
+        }
+        lua_pop(S, 1);
+    }
     push_config(S, c->s->cfg);                              /* ... fn pod config */
     lua_call(S, 2, 2);                                      /* call router r1 r2 */
     return 2;

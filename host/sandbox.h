@@ -18,6 +18,7 @@
 #define ENVOY_ROUTER_SANDBOX_H
 
 #include <lua.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -67,6 +68,12 @@ int sandbox_children(struct sandbox *s, lua_State *L, int pod_idx, char *msg, si
  * file of the scripts directory, "name<TAB>built-in<TAB>path" for a
  * built-in one. Valid until the next call into s. */
 const char *sandbox_modules(const struct sandbox *s);
+
+/* Whether router.lua sets pod_annotations = true: only then are pod
+ * annotations kept in the host's cache and passed to children(); without
+ * it, a script reading pod.metadata.annotations fails with an error that
+ * says so. */
+bool sandbox_wants_annotations(const struct sandbox *s);
 
 /* Bytes the sandbox VM holds now (for metrics and tests). */
 size_t sandbox_memory(const struct sandbox *s);

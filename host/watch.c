@@ -424,6 +424,14 @@ const char *watch_failing(const struct watch *w)
     return w->list_failures >= WATCH_FAILING_AFTER ? w->failure : NULL;
 }
 
+void watch_relist(struct watch *w, const char *reason)
+{
+    log_kv(LOG_INFO, "watch: relisting", "resource", w->res, "reason", reason, NULL);
+    count_restart(w, reason);
+    stop(w);
+    start_list(w, true);
+}
+
 const char *watch_resource(const struct watch *w)
 {
     return w->res;

@@ -46,6 +46,10 @@ int watch_set_selector(struct watch *w, const char *selector);
  * next call into w. */
 const char *watch_failing(const struct watch *w);
 
+/* Lists again (same selector), for the core to project every object anew;
+ * `reason` goes to the log and the restarts metric. */
+void watch_relist(struct watch *w, const char *reason);
+
 /* The resource name given to watch_new. */
 const char *watch_resource(const struct watch *w);
 

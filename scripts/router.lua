@@ -7,6 +7,10 @@
 --                                   raises on a bug
 --   router.templates                the template functions children() runs,
 --                                   in order (Service, EndpointSlice, HTTPRoute)
+--   router.pod_annotations          optional boolean: true when children() reads
+--                                   pod.metadata.annotations (only then does the
+--                                   host keep and pass them; reading them
+--                                   without it is an error)
 --
 -- pod is the projected pod (see lib/pod.lua), config the host's config table
 -- (see lib/config.lua for fields and defaults; missing fields take defaults).

@@ -369,6 +369,42 @@ static void test_host_log_throttled(void **state)
     assert_true(dropped_notes >= 1);
 }
 
+/* Pod annotations reach scripts only when router.lua asks for them
+ * (pod_annotations = true); otherwise reading them is an error that says
+ * what to declare, and other metadata reads as before. */
+static void test_annotations_only_when_declared(void **state)
+{
+    (void)state;
+    char err[4096], msg[4096];
+    const char *reads = "local _ = pod.metadata.annotations return {} end }";
+    char router[512];
+    snprintf(router, sizeof router, "return { selector = 'a=b', children = function(pod) %s", reads);
+    struct sandbox *sb = sandbox_new(scripts(router, NULL, NULL), &cfg, NULL, err, sizeof err);
+    assert_non_null(sb);
+    assert_false(sandbox_wants_annotations(sb));
+    assert_int_equal(call(sb, msg, sizeof msg), -1);
+    assert_non_null(strstr(msg, "pod_annotations = true"));
+    sandbox_free(sb);
+    sb = sandbox_new(scripts(ROUTER("assert(pod.metadata.name == 'p1') "
+                                    "assert(pod.metadata.labels == nil) return {}"), NULL, NULL),
+                     &cfg, NULL, err, sizeof err);
+    assert_non_null(sb);
+    assert_int_equal(call(sb, msg, sizeof msg), 1);
+    sandbox_free(sb);
+    snprintf(router, sizeof router, "return { selector = 'a=b', pod_annotations = true, "
+             "children = function(pod) %s", reads);
+    sb = sandbox_new(scripts(router, NULL, NULL), &cfg, NULL, err, sizeof err);
+    assert_non_null(sb);
+    assert_true(sandbox_wants_annotations(sb));
+    assert_int_equal(call(sb, msg, sizeof msg), 1);
+    sandbox_free(sb);
+    sb = sandbox_new(scripts("return { selector = 'a=b', pod_annotations = 'yes', "
+                             "children = function() return {} end }", NULL, NULL),
+                     &cfg, NULL, err, sizeof err);
+    assert_null(sb);
+    assert_non_null(strstr(err, "pod_annotations"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -387,6 +423,7 @@ int main(void)
         cmocka_unit_test(test_ordinary_patterns_allowed),
         cmocka_unit_test(test_output_copy_bounded),
         cmocka_unit_test(test_host_log_throttled),
+        cmocka_unit_test(test_annotations_only_when_declared),
     };
     return cmocka_run_group_tests_name("sandbox", tests, NULL, NULL);
 }

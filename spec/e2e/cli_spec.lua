@@ -117,6 +117,38 @@ describe("envoy-router render", function()
   end)
 end)
 
+describe("pod annotations in render", function()
+  local pod = cjson.encode({ apiVersion = "v1", kind = "Pod",
+    metadata = { name = "nb-1", namespace = "ns", uid = "u-1",
+                 annotations = { ["example.com/team"] = "data" } },
+    spec = { nodeName = "n1", containers = { { name = "app" } } },
+    status = { podIP = "10.1.2.3", conditions = { { type = "Ready", status = "True" } } } })
+  local function router(declared)
+    return "local base = require('builtin.router')\n"
+      .. "return { selector = 'a=b', " .. (declared and "pod_annotations = true, " or "")
+      .. "children = function(pod, config)\n"
+      .. "  local list = assert(base.children(pod, config))\n"
+      .. "  list[1].metadata.annotations = { team = pod.metadata.annotations['example.com/team'] }\n"
+      .. "  return list\n end }"
+  end
+
+  it("reach scripts that declare pod_annotations, and fail loudly for those that do not", function()
+    local scripts = tmpdir({ ["router.lua"] = router(true), ["pod.json"] = pod })
+    local out, ok, err = run("render --pod " .. S.quote(scripts .. "/pod.json")
+      .. " --scripts-dir " .. S.quote(scripts))
+    assert.is_true(ok, err)
+    assert.equal("data", cjson.decode(out)[1].metadata.annotations.team, out)
+    S.sh("rm -rf " .. S.quote(scripts))
+    scripts = tmpdir({ ["router.lua"] = router(false), ["pod.json"] = pod })
+    local _
+    _, ok, err = run("render --pod " .. S.quote(scripts .. "/pod.json")
+      .. " --scripts-dir " .. S.quote(scripts))
+    assert.is_false(ok)
+    assert.truthy(err:find("pod_annotations = true", 1, true), err)
+    S.sh("rm -rf " .. S.quote(scripts))
+  end)
+end)
+
 describe("envoy-router check", function()
   it("passes on the built-in scripts", function()
     local out, ok, err = run("check")

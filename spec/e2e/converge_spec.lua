@@ -207,3 +207,55 @@ describe("a name someone else holds", function()
     for _, mf in ipairs(es.metadata.managedFields) do assert.are_not.equal("envoy-router", mf.manager) end
   end)
 end)
+
+describe("a child an older envoy-router created by POST", function()
+  local ns, op
+  lazy_setup(function()
+    ns = S.namespace("e2e-converge-upgrade")
+  end)
+  lazy_teardown(function()
+    if op then op:stop() end
+    S.cleanup(ns)
+  end)
+
+  local function entries(o, operation)
+    local n = 0
+    for _, mf in ipairs(o.metadata.managedFields or {}) do
+      if mf.manager == "envoy-router" and mf.operation == operation then n = n + 1 end
+    end
+    return n
+  end
+
+  it("has its Update entry handed to the Apply entry, so a field no longer desired is pruned",
+    function()
+    S.pod(ns, "old-1")
+    S.pod_status(ns, "old-1", { ip = "10.82.0.1", ready = true })
+    local pod = S.get(ns, "pod", "old-1")
+    -- As envoy-router wrote children before every write was an apply: a
+    -- create (POST) under its manager name, with an annotation today's
+    -- template no longer produces.
+    local code = S.api("POST", "/api/v1/namespaces/" .. ns .. "/services?fieldManager=envoy-router", {
+      apiVersion = "v1", kind = "Service",
+      metadata = { name = "old-1", namespace = ns,
+        labels = { ["app.kubernetes.io/managed-by"] = "envoy-router", ["envoy-router/pod"] = "old-1" },
+        annotations = { ["example.com/old"] = "x" },
+        ownerReferences = { { apiVersion = "v1", kind = "Pod", name = "old-1",
+          uid = pod.metadata.uid, controller = true, blockOwnerDeletion = false } } },
+      spec = { clusterIP = "None",
+               ports = { { name = "http", port = 80, targetPort = 8080, protocol = "TCP" } } } })
+    assert.equal(201, code)
+    local before = get_mf(ns, "service", "old-1")
+    assert.equal(1, entries(before, "Update"))
+    op = start(ns, {})
+    S.eventually(function()
+      local svc = get_mf(ns, "service", "old-1")
+      return entries(svc, "Update") == 0 and entries(svc, "Apply") == 1
+        and (svc.metadata.annotations or {})["example.com/old"] == nil
+        and (svc.metadata.annotations or {})["envoy-router/desired-hash"] ~= nil
+    end, 15, "the old annotation pruned; log " .. op.log)
+    local svc = get_mf(ns, "service", "old-1")
+    assert.equal(before.metadata.uid, svc.metadata.uid, "upgraded in place, not replaced")
+    assert.equal("None", svc.spec.clusterIP)
+    assert.truthy(op:log_text():find("upgrade", 1, true) or op:writes() > 0)
+  end)
+end)

@@ -146,6 +146,35 @@ describe("scripts reload", function()
     end, 5)
   end)
 
+  it("passes pod annotations once router.lua asks for them (the pod cache is projected anew)",
+    function()
+    -- Annotated while the running scripts do not read annotations: the
+    -- cache drops them.
+    local code = S.api("PATCH", "/api/v1/namespaces/" .. ns .. "/pods/r1",
+      { metadata = { annotations = { ["example.com/team"] = "data" } } },
+      "application/merge-patch+json")
+    assert.are.equal(200, code)
+    write(dir .. "/router.lua", [[
+local base = require("builtin.router")
+return {
+  selector = base.selector,
+  pod_annotations = true,
+  children = function(pod, config)
+    local list, why = base.children(pod, config)
+    if not list then return nil, why end
+    local team = (pod.metadata.annotations or {})["example.com/team"]
+    if team then list[1].metadata.annotations = { team = team } end
+    return list
+  end,
+}
+]])
+    S.eventually(function()
+      local svc = S.get(ns, "service", "r1")
+      return svc and (svc.metadata.annotations or {}).team == "data"
+    end, 10, "the annotation reached the script")
+    assert.truthy(op:log_text():find("pod-annotations", 1, true))
+  end)
+
   it("follows a ConfigMap volume's ..data symlink swap", function()
     op:stop()
     local cm = S.sh("mktemp -d"):gsub("%s+$", "")

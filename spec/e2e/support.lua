@@ -466,4 +466,13 @@ function Operator:rss_kib()
   return tonumber(s:match("VmRSS:%s*(%d+)"))
 end
 
+-- CPU seconds (user + system) the operator process has used so far.
+function Operator:cpu_seconds()
+  local s = read_file("/proc/" .. self.pid .. "/stat") or ""
+  local f = {}
+  for x in s:gsub("^.-%) ", ""):gmatch("%S+") do f[#f + 1] = x end
+  local hz = 100   -- USER_HZ on Linux
+  return ((tonumber(f[12]) or 0) + (tonumber(f[13]) or 0)) / hz
+end
+
 return S
