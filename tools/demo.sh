@@ -26,7 +26,7 @@ kubectl create namespace "$ns" >/dev/null
 # deploys run as a host process (tools/dataplane.sh). Pods are stood in for
 # by small HTTP servers on private addresses of lo, answering with their name.
 # If the demo fails, everything it started is stopped again.
-gateway=envoy-router
+gateway=envoy-router-gateway   # the chart's default for a release named envoy-router
 pod_port=9090
 demo_ok=
 stop_dataplane() { [[ -n $demo_ok ]] || tools/dataplane.sh down || true; }
