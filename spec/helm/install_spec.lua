@@ -55,29 +55,6 @@ local function free_port()
   error("no free port")
 end
 
--- A kubeconfig for ServiceAccount `sa` in `ns`: the test cluster's server and
--- CA, a fresh token from the TokenRequest API.
-local function sa_kubeconfig(ns, sa)
-  local admin = cjson.decode(S.must("config view --raw --minify -o json"))
-  local cluster = admin.clusters[1].cluster
-  local token = S.must(string.format("create token %s -n %s --duration=1h", sa, ns))
-  token = token:gsub("%s+$", "")
-  local kc = {
-    apiVersion = "v1", kind = "Config", ["current-context"] = "sa",
-    clusters = { { name = "c", cluster = {
-      server = cluster.server,
-      ["certificate-authority-data"] = cluster["certificate-authority-data"],
-    } } },
-    users = { { name = "sa", user = { token = token } } },
-    contexts = { { name = "sa", context = { cluster = "c", user = "sa", namespace = ns } } },
-  }
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(cjson.encode(kc))
-  f:close()
-  return path
-end
-
 -- The operator of an installed release: args and env of its Deployment's
 -- container, started under `env -i` with only that env. It is driven with
 -- spec/e2e/support.lua's operator methods (stop, http, metric, log_text).
@@ -100,7 +77,7 @@ local function start_operator(ns, release)
     end
     env[#env + 1] = e.name .. "=" .. q(v)
   end
-  local kubeconfig = sa_kubeconfig(ns, d.spec.template.spec.serviceAccountName)
+  local kubeconfig = S.sa_kubeconfig(ns, d.spec.template.spec.serviceAccountName)
   local args = {}
   for _, a in ipairs(c.args or {}) do args[#args + 1] = q(a) end
   args[#args + 1] = q("--kubeconfig=" .. kubeconfig)
