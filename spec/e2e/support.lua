@@ -358,6 +358,44 @@ function S.api(method, path, body, content_type)
   return S.api_many({ { method = method, path = path, body = body, content_type = content_type } })[1]
 end
 
+-- What the original Go operator (chart 0.1.3) left for pod `name` of `ns`:
+-- a Service, an EndpointSlice (IPv4, always ready, no targetRef) and an
+-- HTTPRoute named after the pod, with the managed-by label and no
+-- ownerReference, written by POST as its controller-runtime client did
+-- (field manager "manager"). opts: pod_port (8080), gateway ("envoy-router").
+function S.go_children(ns, name, ip, opts)
+  opts = opts or {}
+  local pod_port, gateway = opts.pod_port or 8080, opts.gateway or "envoy-router"
+  local labels = { ["app.kubernetes.io/managed-by"] = "envoy-router" }
+  local function post(path, obj)
+    local code = S.api("POST", path .. "?fieldManager=manager", obj)
+    assert(code == 201, "POST " .. path .. ": HTTP " .. tostring(code))
+  end
+  post("/api/v1/namespaces/" .. ns .. "/services", {
+    apiVersion = "v1", kind = "Service",
+    metadata = { name = name, namespace = ns, labels = labels },
+    spec = { ports = { { name = "http", port = 80, targetPort = pod_port, protocol = "TCP" } } },
+  })
+  post("/apis/discovery.k8s.io/v1/namespaces/" .. ns .. "/endpointslices", {
+    apiVersion = "discovery.k8s.io/v1", kind = "EndpointSlice",
+    metadata = { name = name, namespace = ns, labels = {
+      ["app.kubernetes.io/managed-by"] = "envoy-router", ["kubernetes.io/service-name"] = name,
+    } },
+    addressType = "IPv4",
+    endpoints = { { addresses = { ip }, conditions = { ready = true } } },
+    ports = { { name = "http", port = pod_port, protocol = "TCP" } },
+  })
+  post("/apis/gateway.networking.k8s.io/v1/namespaces/" .. ns .. "/httproutes", {
+    apiVersion = "gateway.networking.k8s.io/v1", kind = "HTTPRoute",
+    metadata = { name = name, namespace = ns, labels = labels },
+    spec = {
+      parentRefs = { { name = gateway } },
+      rules = { { matches = { { path = { type = "PathPrefix", value = "/" .. name } } },
+                  backendRefs = { { name = name, port = 80 } } } },
+    },
+  })
+end
+
 -- The status body S.pod_status sends, for bulk use.
 function S.status_body(st)
   local status = {

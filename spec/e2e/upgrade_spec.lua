@@ -17,34 +17,6 @@ local function post(path, obj)
   assert(code == 201, "POST " .. path .. ": HTTP " .. tostring(code))
 end
 
--- The Go operator's children of pod `name`: same name, its label, no owner.
-local function go_children(ns, name, ip)
-  local labels = { ["app.kubernetes.io/managed-by"] = "envoy-router" }
-  post("/api/v1/namespaces/" .. ns .. "/services", {
-    apiVersion = "v1", kind = "Service",
-    metadata = { name = name, namespace = ns, labels = labels },
-    spec = { ports = { { name = "http", port = 80, targetPort = 8080, protocol = "TCP" } } },
-  })
-  post("/apis/discovery.k8s.io/v1/namespaces/" .. ns .. "/endpointslices", {
-    apiVersion = "discovery.k8s.io/v1", kind = "EndpointSlice",
-    metadata = { name = name, namespace = ns, labels = {
-      ["app.kubernetes.io/managed-by"] = "envoy-router", ["kubernetes.io/service-name"] = name,
-    } },
-    addressType = "IPv4",
-    endpoints = { { addresses = { ip }, conditions = { ready = true } } },
-    ports = { { name = "http", port = 8080, protocol = "TCP" } },
-  })
-  post("/apis/gateway.networking.k8s.io/v1/namespaces/" .. ns .. "/httproutes", {
-    apiVersion = "gateway.networking.k8s.io/v1", kind = "HTTPRoute",
-    metadata = { name = name, namespace = ns, labels = labels },
-    spec = {
-      parentRefs = { { name = "envoy-router" } },
-      rules = { { matches = { { path = { type = "PathPrefix", value = "/" .. name } } },
-                  backendRefs = { { name = name, port = 80 } } } },
-    },
-  })
-end
-
 describe("an upgrade from the Go operator", function()
   local ns, op
   local uids, pods = {}, { "go-1", "go-2", "go-3" }
@@ -59,7 +31,7 @@ describe("an upgrade from the Go operator", function()
                      labels = { ["envoy-router/enabled"] = "true" } },
         spec = { containers = { { name = "app", image = "example.invalid/app:1" } } } })
       S.pod_status(ns, name, { ip = "10.83.0." .. i, ready = true })
-      go_children(ns, name, "10.83.0." .. i)
+      S.go_children(ns, name, "10.83.0." .. i)
       uids[name] = {}
       for _, kind in ipairs({ "service", "endpointslice", "httproute" }) do
         uids[name][kind] = S.get(ns, kind, name).metadata.uid
