@@ -109,7 +109,8 @@ describe("an upgrade from the Go operator, under traffic", function()
     local answers = c:stop()
     local n, tally = D.tally(answers)
     for _, name in ipairs(names) do
-      assert.is_truthy((n["200 " .. name] or 0) >= 20, "enough answers for " .. name .. ": " .. tally)
+      assert.is_truthy((n["200 " .. name] or 0) >= 20,
+        "enough answers for " .. name .. ": " .. tally)
     end
     for _, a in ipairs(answers) do
       assert.are.equal(200, a.status, "during the handover (" .. #answers .. " answers): " .. tally)
