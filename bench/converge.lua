@@ -11,12 +11,19 @@
 -- 2. PODS (1,000) labelled pods with IPs and Ready, created while no
 --    operator runs; the operator starts; time until it has written all
 --    3 x PODS children and its queue is empty; RSS;
--- 3. floor time: one curl process writing the same 3 x PODS objects
---    (create, 16 at a time: the operator's --max-concurrent-writes) into
---    another namespace;
+-- 3. floor times, each a bare client (one curl process, 16 requests at a
+--    time: the operator's --max-concurrent-writes) writing the same 3 x PODS
+--    objects into a namespace of its own: by create (POST); by server-side
+--    apply in pod order without owners (the "apply floor"); by the
+--    operator's protocol (pods of the same names beside them, so the owners
+--    are real): 4 writes in 3 rounds with the route as a second owner, and
+--    3 writes in 2 rounds with the pod as the only owner;
 -- 4. MORE (9,000) more pods; RSS once their 3 x MORE children are written
 --    (10,000 managed pods in all).
--- All in one run, so the ratios compare like with like.
+-- All in one run, so the ratios compare like with like. The namespaces it
+-- deletes at the end keep the cluster's garbage collector busy for minutes
+-- (kube-controller-manager's client is limited to 20 requests/s): start each
+-- run on a fresh cluster (`make cluster-down` first).
 
 package.path = "./bench/?.lua;./?.lua;" .. package.path
 local S = require("spec.e2e.support")
@@ -25,6 +32,7 @@ local N = tonumber(arg[1]) or 1000
 local MORE = tonumber(arg[2]) or 9000
 local ns, floor_ns, empty_ns = "bench-cv", "bench-cv-floor", "bench-cv-empty"
 local apply_ns = "bench-cv-apply"
+local proto4_ns, proto3_ns = "bench-cv-proto4", "bench-cv-proto3"
 
 local function names(from, to)
   local out, st = {}, {}
@@ -37,18 +45,18 @@ local function names(from, to)
   return out, st
 end
 
--- Pods in batches (one curl each), then their status.
-local function make_pods(list, statuses)
+-- Pods in batches (one curl each), then their status (none without statuses).
+local function make_pods(list, statuses, target_ns)
   for i = 1, #list, 1000 do
     local batch, st = {}, {}
     for j = i, math.min(i + 999, #list) do
       batch[#batch + 1] = list[j]
-      st[list[j]] = statuses[list[j]]
+      st[list[j]] = statuses and statuses[list[j]]
     end
-    S.pods(ns, batch)
+    S.pods(target_ns or ns, batch)
     -- A status PATCH is idempotent: on a loaded machine, send the batch again
     -- rather than lose the run to one dropped connection.
-    if not pcall(S.pods_status, ns, st) then S.pods_status(ns, st) end
+    if statuses and not pcall(S.pods_status, ns, st) then S.pods_status(ns, st) end
   end
 end
 
@@ -78,6 +86,85 @@ local function objects(target_ns, name, ip)
   }
 end
 
+local cjson = require("cjson")
+-- lua-cjson escapes "/" as "\/", which is JSON but not YAML.
+local function yaml(v) return (cjson.encode(v):gsub("\\/", "/")) end
+
+local function apply_req(o, name)
+  return { method = "PATCH", path = o.path .. "/" .. name .. "?fieldManager=bench&force=true",
+           body = yaml(o.body), content_type = "application/apply-patch+yaml" }
+end
+
+-- Seconds a bare client takes to write the children of `list` by a
+-- protocol, round after round (each round 16 requests at a time, as the
+-- operator's --max-concurrent-writes), into `pns`, where pods of the same
+-- names exist: ownerReferences must name live pods of the same namespace,
+-- or the garbage collector deletes the objects. Every object names its pod
+-- as controller, as the operator's do. four = true: the operator's protocol
+-- (Service; HTTPRoute; EndpointSlice and the Service again, both naming the
+-- route as a second owner: 4 writes in 3 rounds); false: Service, then
+-- EndpointSlice and HTTPRoute together (3 writes in 2 rounds). The lists
+-- that read the uids are not timed (the operator has them from its answers).
+local function protocol_client(pns, list, statuses, four)
+  local uid, route_uid = {}, {}
+  for _, p in ipairs(S.list(pns, "pods")) do uid[p.metadata.name] = p.metadata.uid end
+  local function owners(name, route)
+    local refs = { { apiVersion = "v1", kind = "Pod", name = name, uid = uid[name],
+                     controller = true, blockOwnerDeletion = false } }
+    if route then
+      refs[2] = { apiVersion = "gateway.networking.k8s.io/v1", kind = "HTTPRoute", name = name,
+                  uid = route_uid[name], controller = false, blockOwnerDeletion = false }
+    end
+    return refs
+  end
+  local rounds = four and { { Service = false }, { HTTPRoute = false },
+                            { EndpointSlice = true, Service = true } }
+                       or { { Service = false }, { EndpointSlice = false, HTTPRoute = false } }
+  local took, each = 0, {}
+  for i, round in ipairs(rounds) do
+    if four and i == 3 then
+      for _, r in ipairs(S.list(pns, "httproutes")) do
+        route_uid[r.metadata.name] = r.metadata.uid
+      end
+    end
+    local reqs = {}
+    for _, name in ipairs(list) do
+      for _, o in ipairs(objects(pns, name, statuses[name].ip)) do
+        local route = round[o.body.kind]
+        if route ~= nil then
+          o.body.metadata.ownerReferences = owners(name, route)
+          reqs[#reqs + 1] = apply_req(o, name)
+        end
+      end
+    end
+    local t = S.now()
+    local codes = S.api_many(reqs, 16)
+    each[i] = string.format("%.2f", S.now() - t)
+    took = took + (S.now() - t)
+    for _, c in ipairs(codes) do assert(c == 201 or c == 200, "protocol client answered " .. c) end
+  end
+  return took, table.concat(each, " + ")
+end
+
+-- From the operator's log: seconds from its first line to "caches synced",
+-- and from there to the last write it sent.
+local function phases(op)
+  local function at(line)
+    local h, m, sec = line:match("time=%d+%-%d+%-%d+T(%d+):(%d+):([%d.]+)Z")
+    return h and (tonumber(h) * 3600 + tonumber(m) * 60 + tonumber(sec))
+  end
+  local first, synced, last
+  for line in op:log_text():gmatch("[^\n]+") do
+    local t = at(line)
+    if t then
+      first = first or t
+      if not synced and line:find("caches synced", 1, true) then synced = t end
+      if line:find("reconcile: writing", 1, true) then last = t end
+    end
+  end
+  return (synced or 0) - (first or 0), (last or 0) - (synced or 0)
+end
+
 local function count_children(target_ns)
   local n = 0
   for _, kind in ipairs({ "services", "endpointslices", "httproutes" }) do
@@ -98,6 +185,8 @@ local function run()
     S.namespace(empty_ns)
     S.namespace(floor_ns)
     S.namespace(apply_ns)
+    S.namespace(proto4_ns)
+    S.namespace(proto3_ns)
     S.namespace(ns)
 
     local idle = S.operator({ "--watch-namespace", empty_ns })
@@ -136,38 +225,34 @@ local function run()
     for _, c in ipairs(codes) do if c == 201 then created = created + 1 end end
     assert(created == 3 * N, "floor client created " .. created)
 
-    -- The same 3 x N objects by server-side apply, and then the write the
-    -- operator adds per pod (its Service applied again, naming the route
-    -- as an owner): the protocol without the operator, 4 writes a pod.
-    local cjson = require("cjson")
-    -- lua-cjson escapes "/" as "\/", which is JSON but not YAML.
-    local function yaml(v) return (cjson.encode(v):gsub("\\/", "/")) end
-    local applies, again = {}, {}
+    -- The same 3 x N objects by server-side apply, 16 at a time, in pod
+    -- order, without owners: the apply floor.
+    local applies = {}
     for _, name in ipairs(first) do
       for _, o in ipairs(objects(apply_ns, name, st1[name].ip)) do
-        applies[#applies + 1] = { method = "PATCH",
-          path = o.path .. "/" .. name .. "?fieldManager=bench&force=true",
-          body = yaml(o.body), content_type = "application/apply-patch+yaml" }
-        if o.body.kind == "Service" then
-          o.body.metadata.annotations = { ["bench/route"] = "owner" }
-          again[#again + 1] = { method = "PATCH", path = applies[#applies].path,
-                                body = yaml(o.body), content_type = "application/apply-patch+yaml" }
-        end
+        applies[#applies + 1] = apply_req(o, name)
       end
     end
     t = S.now()
     codes = S.api_many(applies, 16)
     local apply_took = S.now() - t
     for _, c in ipairs(codes) do assert(c == 201 or c == 200, "apply floor answered " .. c) end
-    t = S.now()
-    S.api_many(again, 16)
-    local protocol_took = apply_took + (S.now() - t)
+    -- Bare clients of the two protocols (pods of the same names beside them).
+    make_pods(first, nil, proto4_ns)
+    make_pods(first, nil, proto3_ns)
+    local proto4_took, proto4_rounds = protocol_client(proto4_ns, first, st1, true)
+    local proto3_took, proto3_rounds = protocol_client(proto3_ns, first, st1, false)
     local cpu1 = op:cpu_seconds()
+    local startup, writing = phases(op)
     say("%d pods: %d children written in %.2f s from start; floor client %.2f s; ratio %.2f",
       N, 3 * N, took, floor_took, took / floor_took)
-    say("  same objects by apply %.2f s (ratio to it %.2f); apply + the Service again "
-      .. "(4 writes a pod) %.2f s (ratio to it %.2f); operator: %d writes, %.2f s CPU",
-      apply_took, took / apply_took, protocol_took, took / protocol_took, writes1, cpu1)
+    say("  same objects by apply %.2f s (ratio to it %.2f); operator: %d writes, %.2f s CPU; "
+      .. "its log: caches synced %.2f s after its first line, last write sent %.2f s after that",
+      apply_took, took / apply_took, writes1, cpu1, startup, writing)
+    say("  bare client, 4 writes in 3 rounds (route as owner) %.2f s (%s; ratio to it %.2f); "
+      .. "3 writes in 2 rounds %.2f s (%s; ratio to it %.2f)",
+      proto4_took, proto4_rounds, took / proto4_took, proto3_took, proto3_rounds,
+      took / proto3_took)
     say("RSS with %d managed pods: %.1f MiB (%.2f x idle; %.2f KiB per pod above idle)",
       N, rss1 / 1024, rss1 / floor_rss, (rss1 - floor_rss) / N)
 
@@ -190,6 +275,8 @@ local function run()
   S.cleanup(ns)
   S.cleanup(floor_ns)
   S.cleanup(apply_ns)
+  S.cleanup(proto4_ns)
+  S.cleanup(proto3_ns)
   S.cleanup(empty_ns)
   if not ok then error(err, 0) end
 end
