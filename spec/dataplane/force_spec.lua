@@ -24,11 +24,7 @@ describe("pods deleted by force", function()
     gw = D.gateway("envoy-router", ns, { "--set", "gateway.port=86" })
   end)
 
-  lazy_teardown(function()
-    if op then op:stop() end
-    for _, p in ipairs(stand_ins) do p:stop() end
-    S.cleanup(ns)
-  end)
+  lazy_teardown(function() D.teardown(ns, op, stand_ins) end)
 
   -- Three rounds of three pods: ready and answering, then deleted with
   -- --grace-period=0 --force under a client loop (the operator stopped

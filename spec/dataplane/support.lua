@@ -183,6 +183,21 @@ function D.sequence(answers, path)
   return seq
 end
 
+-- "/<name>/" for each pod name of a list.
+function D.paths(names)
+  local p = {}
+  for i, n in ipairs(names) do p[i] = "/" .. n .. "/" end
+  return p
+end
+
+-- A spec's teardown: stops its operator (if any) and pod stand-ins, then
+-- removes its namespace.
+function D.teardown(ns, op, stand_ins)
+  if op then op:stop() end
+  for _, p in ipairs(stand_ins or {}) do p:stop() end
+  S.cleanup(ns)
+end
+
 -- The operator for a data-plane namespace: routes to `gw`, pods on D.pod_port.
 function D.operator(ns, gw, extra)
   local args = { "--watch-namespace", ns, "--gateway-name", gw.name,

@@ -28,11 +28,7 @@ describe("traffic through Envoy", function()
     op = D.operator(ns, gw)
   end)
 
-  lazy_teardown(function()
-    if op then op:stop() end
-    for _, p in ipairs(stand_ins) do p:stop() end
-    S.cleanup(ns)
-  end)
+  lazy_teardown(function() D.teardown(ns, op, stand_ins) end)
 
   it("a new pod answers with its own name at /<pod>/, /<pod> and /<pod>/x; "
     .. "/<pod>-other/ does not reach it", function()
@@ -217,11 +213,7 @@ describe("traffic through Envoy", function()
       for _, n in ipairs(names) do D.wait_answer(gw.port, "/" .. n .. "/", 200, n, 30) end
     end)
 
-    local function paths()
-      local p = {}
-      for i, n in ipairs(names) do p[i] = "/" .. n .. "/" end
-      return p
-    end
+    local function paths() return D.paths(names) end
 
     local function assert_all_200(answers)
       local _, tally = D.tally(answers)

@@ -18,12 +18,6 @@ local ns = "dp-upgrade"
 local names = { "go-1", "go-2", "go-3" }
 local ips = { ["go-1"] = "10.244.11.1", ["go-2"] = "10.244.11.2", ["go-3"] = "10.244.11.3" }
 
-local function paths()
-  local p = {}
-  for i, n in ipairs(names) do p[i] = "/" .. n .. "/" end
-  return p
-end
-
 local function has_go_finalizer(name)
   for _, f in ipairs(S.get(ns, "pod", name).metadata.finalizers or {}) do
     if f == GO_FINALIZER then return true end
@@ -92,7 +86,7 @@ describe("an upgrade from the Go operator, under traffic", function()
 
   it("ours starts: finalizers off, children adopted in place, every path 200 by its own pod "
     .. "throughout", function()
-    local c = D.client(gw.port, paths())
+    local c = D.client(gw.port, D.paths(names))
     S.sleep(1)
     local t0 = S.now()
     op = D.operator(ns, gw)
@@ -130,7 +124,7 @@ describe("an upgrade from the Go operator, under traffic", function()
 
   it("a pod deleted afterwards: its path drains and ends 404, the deletion completes, "
     .. "the other paths keep answering", function()
-    local c = D.client(gw.port, paths())
+    local c = D.client(gw.port, D.paths(names))
     S.sleep(0.5)
     S.must("delete pod go-1 -n " .. ns .. " --grace-period=30 --wait=false")
     D.wait_answer(gw.port, "/go-1/", 503, nil, 10)
