@@ -502,10 +502,17 @@ void events_free(struct events *e)
     free(e);
 }
 
-void events_set_enabled(struct events *e, bool enabled)
+size_t events_set_enabled(struct events *e, bool enabled)
 {
-    if (e)
-        e->enabled = enabled;
+    size_t cancelled = 0;
+    if (e == NULL)
+        return 0;
+    e->enabled = enabled;
+    while (!enabled && e->oldest) {
+        cancelled += e->oldest->call != NULL;
+        drop(e, e->oldest);
+    }
+    return cancelled;
 }
 
 size_t events_tracked(const struct events *e)

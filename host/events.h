@@ -63,8 +63,12 @@ struct events *events_new(struct kube *k, struct timers *t, const struct events_
 void events_free(struct events *e);
 
 /* Enables writing (the leader) or disables it (standby, shutting down):
- * while disabled, reports and due updates are ignored. */
-void events_set_enabled(struct events *e, bool enabled);
+ * while disabled, reports and due updates are ignored. Disabling forgets
+ * every Event remembered: their writes queued, in flight or waiting for a
+ * retry are cancelled without callbacks and their due count updates
+ * dropped, so nothing of a replica that lost the Lease lands later.
+ * Returns how many calls were cancelled. */
+size_t events_set_enabled(struct events *e, bool enabled);
 
 /* Reports a problem of pod ns/name (uid): creates an Event, or counts a
  * repetition of a recent one. Copies what it keeps. */

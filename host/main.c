@@ -118,16 +118,19 @@ static void on_leader(void *arg, bool leading)
 {
     struct operator *op = arg;
     op->leading = leading;
-    events_set_enabled(op->events, leading);
+    size_t ev = events_set_enabled(op->events, leading);
     update_pause(op);
     if (!leading) {
         /* Another replica may be writing now: nothing of ours may land
-         * after it, so writes queued, in flight or backing off go. */
+         * after it, so writes queued, in flight or backing off go, the
+         * Events' too (events_set_enabled above). */
         size_t n = reconciler_cancel(op->rec);
-        if (n > 0) {
-            char c[32];
+        if (n + ev > 0) {
+            char c[32], e[32];
             snprintf(c, sizeof c, "%zu", n);
-            log_kv(LOG_WARN, "not leading: writes in flight cancelled", "cancelled", c, NULL);
+            snprintf(e, sizeof e, "%zu", ev);
+            log_kv(LOG_WARN, "not leading: writes in flight cancelled", "cancelled", c,
+                   "events_cancelled", e, NULL);
         }
     }
     if (leading && op->ready && !op->stopping) {

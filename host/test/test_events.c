@@ -406,6 +406,31 @@ static void test_disabled_writes_nothing(void **state)
     assert_int_equal(ncalls, 1);
 }
 
+/* Leadership lost: a create in flight (or queued, or backing off in the
+ * client) and a count update waiting for its interval must not reach the
+ * API server after the new leader took over. */
+static void test_step_down_cancels_writes(void **state)
+{
+    struct fx *f = *state;
+    events_report(f->e, "ns", "p", "u1", "NameConflict", "taken");
+    answer(0, 201);
+    events_report(f->e, "ns", "p", "u1", "NameConflict", "taken");     /* update due later */
+    events_report(f->e, "ns", "q", "u2", "ScriptError", "boom");        /* create in flight */
+    assert_int_equal(ncalls, 2);
+    assert_int_equal(events_set_enabled(f->e, false), 1);
+    assert_true(calls[1].cancelled);
+    assert_int_equal(events_tracked(f->e), 0);
+    /* Leading again before the update would have been due: nothing of the
+     * old term goes out; a new report is a new Event. */
+    assert_int_equal(events_set_enabled(f->e, true), 0);
+    advance(f->t, 120000);
+    assert_int_equal(ncalls, 2);
+    events_report(f->e, "ns", "p", "u1", "NameConflict", "taken");
+    assert_int_equal(ncalls, 3);
+    assert_string_equal(calls[2].method, "POST");
+    answer(2, 201);
+}
+
 static void test_failures_start_afresh(void **state)
 {
     struct fx *f = *state;
@@ -492,6 +517,7 @@ int main(void)
         T(test_rate_limit_drops_and_counts),
         T(test_rate_limited_update_keeps_its_count),
         T(test_disabled_writes_nothing),
+        T(test_step_down_cancels_writes),
         T(test_failures_start_afresh),
         T(test_message_escaped_and_capped),
         T(test_bounded_memory),
