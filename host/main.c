@@ -79,6 +79,7 @@ struct operator {
     uint64_t reload_timer;
     struct sandbox *candidate;      /* scripts being validated, or NULL */
     uint64_t validate_timer;
+    struct kube_call *probe;        /* the API server's verdict on its selector */
     const char *reload_why;         /* what triggered the reload in progress */
     int64_t reload_t0;
     const char *unready_watch;      /* the failing watch /readyz reports, or NULL */
@@ -189,6 +190,62 @@ static void reload_swap(struct operator *op)
            sandbox_origin(sb), "validate_ms", ms, "requeued", pods, NULL);
 }
 
+static void drop_candidate(struct operator *op)
+{
+    timers_cancel(op->timers, op->validate_timer);
+    op->validate_timer = 0;
+    kube_cancel(op->kube, op->probe);
+    op->probe = NULL;
+    sandbox_free(op->candidate);
+    op->candidate = NULL;
+}
+
+/* The API server parses selectors itself (selector.c follows its grammar,
+ * not every detail of its lexer and validation): a 400 to a LIST with the
+ * candidate's selector means the pod watch would fail for ever with it. Any
+ * other answer (an outage, 403) is no verdict on the selector. */
+static void on_probe(void *arg, const struct kube_response *r)
+{
+    struct operator *op = arg;
+    op->probe = NULL;
+    if (r->status == 400) {
+        char err[1024];
+        snprintf(err, sizeof err, "the API server refuses the selector \"%s\": %.*s",
+                 sandbox_selector(op->candidate), (int)(r->len < 800 ? r->len : 800),
+                 r->body ? r->body : "");
+        drop_candidate(op);
+        reload_failed(op, err);
+        return;
+    }
+    if (r->status != 200) {
+        char st[32];
+        snprintf(st, sizeof st, "%ld", r->status);
+        log_kv(LOG_WARN, "scripts: selector probe got no verdict; swapping in", "status", st,
+               "error", r->error ? r->error : "", NULL);
+    }
+    reload_swap(op);
+}
+
+/* Validation passed: swapped in now if the selector is the running one,
+ * else once the API server has accepted it (a LIST of one pod). */
+static void probe_selector(struct operator *op)
+{
+    const char *sel = sandbox_selector(op->candidate);
+    char query[2048] = "", path[4096];
+    if (strcmp(sel, sandbox_selector(op->sandbox)) == 0) {
+        reload_swap(op);
+        return;
+    }
+    if (kube_query_add(query, sizeof query, "labelSelector", sel) < 0 ||
+        kube_query_add(query, sizeof query, "limit", "1") < 0 ||
+        kube_path(path, sizeof path, kube_resource_find("v1", "Pod"), op->cfg->watch_namespace,
+                  NULL, query) < 0 ||
+        (op->probe = kube_request(op->kube, "GET", path, NULL, NULL, 0, on_probe, op)) == NULL) {
+        drop_candidate(op);
+        reload_failed(op, "selector probe: cannot start the request");
+    }
+}
+
 /* One slice of the validation; the next runs after the loop has served
  * (a timer due later than now is not run in the same timers_run). */
 static void on_validate(void *arg)
@@ -202,7 +259,7 @@ static void on_validate(void *arg)
         return;
     }
     if (rc == 1) {
-        reload_swap(op);
+        probe_selector(op);
         return;
     }
     sandbox_free(op->candidate);
@@ -217,12 +274,8 @@ static void on_validate(void *arg)
 static void reload(struct operator *op, const char *why)
 {
     char err[4096];
-    if (op->candidate != NULL) {
-        timers_cancel(op->timers, op->validate_timer);
-        op->validate_timer = 0;
-        sandbox_free(op->candidate);
-        op->candidate = NULL;
-    }
+    if (op->candidate != NULL)
+        drop_candidate(op);
     op->reload_why = why;
     op->reload_t0 = clock_ms();
     struct sandbox *sb = sandbox_new(op->cfg->scripts_dir, op->cfg, NULL, err, sizeof err);
