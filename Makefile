@@ -143,7 +143,7 @@ test-e2e: $(BIN) | $(CLUSTER_TOOLS) ## End-to-end specs of the operator (real AP
 
 .PHONY: bench-faults
 bench-faults: $(BIN) | $(CLUSTER_TOOLS) ## The fault specs with 1,000-pod bursts (make test runs 300)
-	@E2E_BURST=1000 ENVOY_ROUTER_BIN=$(abspath $(E2E_BIN)) tools/run-suite.sh faults \
+	@E2E_BURST=1000 E2E_FAULT_BOUND=60 ENVOY_ROUTER_BIN=$(abspath $(E2E_BIN)) tools/run-suite.sh faults \
 	  busted --lua=lua5.4 -o TAP spec/e2e/faults_spec.lua
 
 # --- the two commands of the README ---------------------------------------

@@ -18,6 +18,10 @@
 #define BACKOFF_BASE_MS 200
 #define BACKOFF_MAX_MS 10000
 #define RETRY_AFTER_MAX_S 60
+/* A 503 is a part of the server not ready (a restarted kube-apiserver
+ * answers so, with Retry-After: 5, until its CRDs' paths are served): the
+ * usual backoff is soon enough. 429 (APF shedding load) gets its wait. */
+#define RETRY_AFTER_503_MAX_S 1
 #define WATCH_ERROR_MAX (64 * 1024)
 #define WATCH_LOW_SPEED_SECS 150
 #define BODY_MAX ((size_t)512 << 20)  /* page big lists with limit/continue */
@@ -466,8 +470,9 @@ static void on_http_done(void *arg, const struct http_result *r)
         return;
     }
     if (retryable(r) && c->attempt < k->o.max_attempts) {
+        long max_s = r->status == 503 ? RETRY_AFTER_503_MAX_S : RETRY_AFTER_MAX_S;
         long delay = r->retry_after >= 0
-            ? (r->retry_after < RETRY_AFTER_MAX_S ? r->retry_after : RETRY_AFTER_MAX_S) * 1000
+            ? (r->retry_after < max_s ? r->retry_after : max_s) * 1000
             : backoff_ms(k, c->attempt);
         char status[24], attempt[32], ms[24];
 

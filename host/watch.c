@@ -36,6 +36,7 @@ struct watch {
     int64_t backoff_ms;
     int64_t watch_started_ms;
     bool unreachable;            /* the last failure got no HTTP answer */
+    bool outage;                 /* ... and nothing has answered since */
     unsigned list_failures;      /* lists refused or malformed in a row */
     char failure[160];           /* the last one, for /readyz */
 };
@@ -136,6 +137,17 @@ static void on_timer(void *arg)
         resume(w);
 }
 
+/* A failed call's HTTP status (0: no answer). The first answer after an
+ * outage restarts the backoff: what grew while nothing answered (every
+ * 2 s, up to 30 s) would otherwise keep a restarted server's first error,
+ * a 503 while its CRDs' paths come up, waiting 30 s. */
+static void note_failure(struct watch *w, long status)
+{
+    if (status != 0 && w->outage)
+        w->backoff_ms = BACKOFF_MIN_MS;
+    w->outage = w->unreachable = status == 0;
+}
+
 /* Waits a backoff, then resumes (relist when no resourceVersion). */
 static void retry_later(struct watch *w, const char *reason)
 {
@@ -177,7 +189,7 @@ static void on_list(void *arg, const struct kube_response *resp)
                "error", resp->error ? resp->error : resp->body, NULL);
         note_list(w, resp->status, "no answer");
         w->relist = true;
-        w->unreachable = resp->status == 0;
+        note_failure(w, resp->status);
         retry_later(w, "list_error");
         return;
     }
@@ -311,7 +323,7 @@ static void on_watch_end(void *arg, const struct kube_response *resp)
     snprintf(status, sizeof status, "%ld", resp->status);
     log_kv(LOG_WARN, "watch: stream ended", "resource", w->res, "status", status,
            "error", resp->error ? resp->error : resp->body, NULL);
-    w->unreachable = resp->status == 0;
+    note_failure(w, resp->status);
     retry_later(w, resp->status == 0 ? "disconnected" : "watch_error");
 }
 

@@ -4,7 +4,7 @@
 -- under two replicas. Each asserts the end state (every pod has exactly its
 -- three children, up to date; nothing else is left) and that nothing was
 -- lost. E2E_BURST sets the burst size (300 here; `make bench-faults` runs
--- 1,000).
+-- 1,000, with E2E_FAULT_BOUND for the API server case: see bench/RESULTS.md).
 
 local S = require("spec.e2e.support")
 
@@ -56,11 +56,17 @@ local function exact(ns, want)
     math.min(#problems, 5))
 end
 
--- Waits up to `timeout` s for exact(); returns the seconds it took.
-local function converge(ns, want, timeout, what)
+-- Waits up to `timeout` s for exact(); returns the seconds it took. With
+-- `op`, exact() (a list of every child: about a second of kubectl and API
+-- server CPU at 1,000 pods, taken from the operator and the API server on
+-- a 2-core machine) runs while op is idle, and every 5 s anyway.
+local function converge(ns, want, timeout, what, op)
   local t0 = S.now()
-  local last
+  local last, checked = nil, -math.huge
   local ok = pcall(S.eventually, function()
+    if op and S.now() - checked < 5 and not op:idle() then return false end
+    if S.now() - checked < 0.5 then return false end
+    checked = S.now()
     local good, info = exact(ns, want)
     last = info
     return good
@@ -122,40 +128,40 @@ describe("faults:", function()
     for _, ns in ipairs(spaces) do S.cleanup(ns) end
   end)
 
-  it("kube-apiserver SIGKILLed mid-burst: exact soon after its return", function()
+  it("kube-apiserver SIGKILLed mid-burst: exact within 10 s of its return", function()
     local ns = namespace("e2e-fault-api")
     local names, want = make_pods(ns, "ka", BURST)
     local op = operator({ "--watch-namespace", ns })
-    -- Kill it once about a third of the 3 x BURST writes went out.
-    S.eventually(function() return op:writes() >= BURST end, 120, "a third of the burst written")
+    -- Kill it once about a quarter of the 4 x BURST writes went out (a new
+    -- pod takes four: Service, HTTPRoute, EndpointSlice, Service again).
+    S.eventually(function() return op:writes() >= BURST end, 120, "a quarter of the burst written")
     local writes_at_kill = op:writes()
     -- Down for 15 s: long enough for backoffs (watches, writes, keys) to
     -- grow well past the 10 s allowed after the return.
     cluster_do("stop-apiserver")
     S.sleep(15)
+    local relists0 = op:metric("envoy_router_watch_relists_total")
     cluster_do("start-apiserver")
+    -- start-apiserver returns once /readyz answers 200. The CRDs' paths
+    -- come a little later (503 with Retry-After: 5 until then, which the
+    -- operator caps at 1 s): the clock runs from /readyz.
     local ready = S.now()
-    -- /readyz answers before the CRDs' paths are served (503 with
-    -- Retry-After: 5 until then): the server is back for this operator when
-    -- it serves HTTPRoutes.
-    S.eventually(function()
-      return S.api("GET", "/apis/gateway.networking.k8s.io/v1/namespaces/" .. ns
-        .. "/httproutes?limit=1") == 200
-    end, 30, "HTTPRoutes served again")
-    local back = S.now()
+    local writes_at_ready = op:writes()
     -- Changes right after the return must not be lost either.
     disturb(ns, names, want, 10)
     -- Waits longer than allowed, so that the figure is known either way.
-    local _, objects = converge(ns, want, 60, "exact children")
-    local took = S.now() - back
+    local _, objects = converge(ns, want, 60, "exact children", op)
+    local took = S.now() - ready
     assert.is_true(op:alive())
-    print(string.format("# apiserver SIGKILL at %d of %d writes: exact %.1f s after it served "
-      .. "HTTPRoutes again (%.1f s after /readyz; %d objects checked, %d pods)", writes_at_kill,
-      3 * BURST, took, S.now() - ready, objects, BURST - 10))
-    -- The target is 10 s (1.2-4.6 s measured on a quiet machine); a shared
-    -- CI machine at load 12 took 14.2 s (Retry-After: 5 on the CRD paths of
-    -- a starting server, then ~70 writes/s). Twice the target, as a margin.
-    assert.is_true(took <= 20, string.format("took %.1f s", took))
+    print(string.format("# apiserver SIGKILL at %d writes, %d pods: exact %.1f s after /readyz "
+      .. "(%d objects checked, %d pods; %d writes since /readyz, %d watch relists, %d requests "
+      .. "answered 503)", writes_at_kill, BURST, took, objects, BURST - 10,
+      op:writes() - writes_at_ready, op:metric("envoy_router_watch_relists_total") - relists0,
+      op:metric("rest_client_requests_total", { code = "503" })))
+    -- E2E_FAULT_BOUND: `make bench-faults` (1,000 pods) reports its figure
+    -- against a looser bound; see bench/RESULTS.md.
+    local bound = tonumber(os.getenv("E2E_FAULT_BOUND") or "10")
+    assert.is_true(took <= bound, string.format("took %.1f s (bound %d s)", took, bound))
   end)
 
   it("etcd compacted while the watches are down: the watch relists, nothing lost", function()
@@ -193,16 +199,17 @@ describe("faults:", function()
     local ns = namespace("e2e-fault-op")
     local names, want = make_pods(ns, "ko", BURST)
     local op = operator({ "--watch-namespace", ns })
-    S.eventually(function() return op:writes() >= BURST end, 120, "a third of the burst written")
+    S.eventually(function() return op:writes() >= BURST end, 120, "a quarter of the burst written")
     local writes_at_kill = op:writes()
     op:stop("KILL")
     disturb(ns, names, want, 10)
     local t0 = S.now()
     local again = operator({ "--watch-namespace", ns })
-    local _, objects = converge(ns, want, 60, "exact children after the restart")
+    local _, objects = converge(ns, want, 60, "exact children after the restart", again)
     local took = S.now() - t0
-    print(string.format("# operator SIGKILL at %d of %d writes: exact %.1f s after the restart "
-      .. "(%d objects checked)", writes_at_kill, 3 * BURST, took, objects))
+    print(string.format("# operator SIGKILL at %d writes, %d pods: exact %.1f s after the restart "
+      .. "(%d objects checked, %d pods; %d writes by the new process)", writes_at_kill, BURST, took,
+      objects, BURST - 10, again:writes()))
     assert.is_true(again:alive())
     S.eventually(function() return again:idle() end, 20, "idle")
     assert.equal(0, again:metric("controller_runtime_reconcile_errors_total"))
