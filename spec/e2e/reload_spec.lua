@@ -269,3 +269,85 @@ describe("scripts reload with a slow script", function()
     S.eventually(function() return route_path(ns, "s1") == "/b/s1" end, 60)
   end)
 end)
+
+-- The same at the size the issue names: 2,000 cached pods (Pending, without
+-- an IP, so they cost the API server no children) under a script that burns
+-- about 5 ms a call, so validation takes seconds. Meanwhile the loop keeps
+-- serving: a pod created during validation gets its children from the
+-- running scripts, /healthz (liveness) and /readyz keep answering 200 within
+-- a kubelet probe's default 1 s, and the reload completes.
+describe("scripts reload with a slow script on 2,000 pods", function()
+  local ns, dir, op
+  local N = 2000
+  local SAME = 'return require("builtin.router")\n'
+  -- The built-in router's children, each call first burning instructions.
+  local SLOW = [[
+local base = require("builtin.router")
+return {
+  selector = base.selector,
+  templates = base.templates,
+  children = function(pod, config)
+    local x = 0
+    for i = 1, 400000 do x = x + i end
+    return base.children(pod, config)
+  end,
+}
+]]
+
+  setup(function()
+    ns = S.namespace("e2e-reload-2k")
+    dir = S.sh("mktemp -d"):gsub("%s+$", "")
+    write(dir .. "/router.lua", SAME)
+    local names = {}
+    for i = 1, N do names[i] = string.format("p%04d", i) end
+    S.pods(ns, names)
+    op = S.operator({ "--watch-namespace", ns, "--scripts-dir", dir })
+    op:wait_ready(60)
+    S.eventually(function()
+      return op:metric("envoy_router_cached_pods") >= N
+    end, 60, "every pod cached")
+  end)
+
+  teardown(function()
+    if op then op:stop() end
+    if dir then S.sh("rm -rf " .. S.quote(dir)) end
+    if ns then S.cleanup(ns) end
+  end)
+
+  it("validates in slices: probes answer, a new pod is routed, the reload completes", function()
+    local ok = op:metric("envoy_router_script_reloads_total", { result = "success" })
+    local t0 = S.now()
+    write(dir .. "/router.lua", SLOW)
+    -- The debounce is 300 ms; then validation runs for seconds.
+    S.sleep(1)
+    S.pod(ns, "fresh")
+    S.pod_status(ns, "fresh", { ip = "10.31.0.1", ready = true })
+    local t_fresh = S.now()
+    local worst, probes, routed_at = 0, 0, nil
+    local done = false
+    S.eventually(function()
+      for _, path in ipairs({ "/healthz", "/readyz" }) do
+        local p0 = S.now()
+        local _, code = op:http(op.health_port, path)
+        worst = math.max(worst, S.now() - p0)
+        probes = probes + 1
+        assert.are.equal(200, code, path)
+      end
+      done = op:metric("envoy_router_script_reloads_total", { result = "success" }) == ok + 1
+      if not done and not routed_at and S.get(ns, "endpointslice", "fresh") then
+        routed_at = S.now()
+      end
+      return done
+    end, 180, "slow reload finished")
+    local took = S.now() - t0
+    print(string.format("# slow reload on %d cached pods: validated and swapped in %.1f s; %d probes "
+      .. "(/healthz, /readyz), slowest %.3f s; a pod created during validation had its "
+      .. "EndpointSlice after %s s", N + 1, took, probes, worst,
+      routed_at and string.format("%.1f", routed_at - t_fresh) or "(not before the swap)"))
+    assert.is_true(took > 5, "the script was meant to be slow: " .. took .. " s")
+    assert.is_true(worst < 1, "a probe took " .. worst .. " s")
+    assert.truthy(routed_at, "the pod created during validation waited for it to finish")
+    assert.is_true(op:alive())
+    assert.equal(0, op:metric("envoy_router_script_reloads_total", { result = "error" }))
+  end)
+end)
