@@ -1,0 +1,108 @@
+-- End-to-end: the Lease has a slot of its own. The operator talks to the
+-- real API server through spec/e2e/slowproxy.py, which holds every write
+-- (a request other than GET, not on a Lease) DELAY seconds before passing it
+-- on. With 40 new pods, all --max-concurrent-writes (16) slots are taken by
+-- writes that take longer than the renew deadline (10 s); the leader must
+-- renew anyway and keep leading.
+local S = require("spec.e2e.support")
+
+local LEASE = "envoy-router-slot"
+local DELAY = 12
+local root = os.getenv("ENVOY_ROUTER_ROOT") or "."
+
+describe("the Lease slot", function()
+  local ns, dir, proxy_pid, op
+
+  setup(function()
+    ns = S.namespace("e2e-lease-slot")
+    dir = S.sh("mktemp -d"):gsub("%s+$", "")
+    local q = S.quote(dir)
+    local _, ok = S.sh(string.format("openssl req -x509 -newkey rsa:2048 -nodes -days 1 "
+      .. "-subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 -keyout %s/key.pem "
+      .. "-out %s/cert.pem 2>/dev/null", q, q))
+    assert(ok, "openssl: a certificate for the proxy")
+    local api = S.api_base()
+    local upstream = assert(api.server:match(":(%d+)$"), "API server port")
+    proxy_pid = tonumber(S.sh(string.format("(python3 %s %s %s/cert.pem %s/key.pem %d "
+      .. ">%s/proxy.out 2>&1 & echo $!)", S.quote(root .. "/spec/e2e/slowproxy.py"), upstream, q,
+      q, DELAY, q)):match("%d+"))
+    local port = S.eventually(function()
+      local f = io.open(dir .. "/proxy.out")
+      local text = f and f:read("a") or ""
+      if f then f:close() end
+      return text:match("port (%d+)")
+    end, 10, "slowproxy listening")
+    local f = assert(io.open(dir .. "/kubeconfig", "w"))
+    f:write(string.format([[
+apiVersion: v1
+kind: Config
+current-context: slow
+clusters:
+- name: slow
+  cluster:
+    server: https://127.0.0.1:%s
+    certificate-authority: %s/cert.pem
+users:
+- name: admin
+  user:
+    token: %s
+contexts:
+- name: slow
+  context: {cluster: slow, user: admin}
+]], port, dir, api.token))
+    f:close()
+    local names, statuses = {}, {}
+    for i = 1, 40 do
+      names[i] = string.format("sl-%02d", i)
+      statuses[names[i]] = { ip = string.format("10.32.0.%d", i), ready = true }
+    end
+    S.pods(ns, names)
+    S.pods_status(ns, statuses)
+  end)
+
+  teardown(function()
+    if op then op:stop("KILL") end
+    if proxy_pid then S.sh("kill " .. proxy_pid) end
+    if dir then S.sh("rm -rf " .. S.quote(dir)) end
+    if ns then S.cleanup(ns) end
+  end)
+
+  it("keeps leading while every write slot holds a write slower than the renew deadline",
+    function()
+    op = S.operator({ "--kubeconfig", dir .. "/kubeconfig", "--watch-namespace", ns,
+      "--leader-elect", "--leader-election-id", LEASE, "--leader-election-namespace", ns,
+      "--identity", "slot-a" })
+    S.eventually(function()
+      return op:metric("leader_election_master_status", { name = LEASE }) == 1
+    end, 30, "slot-a leads; log: " .. op.log)
+    local t0 = S.now()
+    -- Held by the proxy: nothing is written for DELAY seconds (the Lease's
+    -- own writes, which the proxy lets through, count in op:writes()).
+    local function services()
+      return #S.list(ns, "services", "app.kubernetes.io/managed-by=envoy-router")
+    end
+    S.sleep(DELAY - 4)
+    assert.equal(0, services(), "Services written before the proxy's delay")
+    local renewals, last = 0, nil
+    local lost = false
+    while S.now() - t0 < 2.5 * DELAY do
+      if op:metric("leader_election_master_status", { name = LEASE }) ~= 1 then lost = true end
+      local l = S.get(ns, "lease", LEASE)
+      local renew = l and l.spec.renewTime
+      if renew and renew ~= last then
+        renewals = renewals + 1
+        last = renew
+      end
+      S.sleep(1)
+    end
+    local writes = services()
+    print(string.format("# Lease slot: writes held %d s by the proxy; over %.0f s the Lease was "
+      .. "seen renewed %d times, %d Services written, leadership lost: %s", DELAY, 2.5 * DELAY,
+      renewals, writes, tostring(lost)))
+    assert.is_false(lost, "the leader stepped down; log: " .. op.log)
+    assert.is_nil(op:log_text():find("leader: stepped down", 1, true))
+    assert.is_true(renewals >= 5, "the Lease was renewed " .. renewals .. " times")
+    assert.equal("slot-a", S.get(ns, "lease", LEASE).spec.holderIdentity)
+    assert.is_true(writes >= 16, "Services written in the end: " .. writes)
+  end)
+end)
