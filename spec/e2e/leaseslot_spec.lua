@@ -3,7 +3,8 @@
 -- (a request other than GET, not on a Lease) DELAY seconds before passing it
 -- on. With 40 new pods, all --max-concurrent-writes (16) slots are taken by
 -- writes that take longer than the renew deadline (10 s); the leader must
--- renew anyway and keep leading.
+-- renew anyway and keep leading. Then a leader that loses the Lease while
+-- its Events are held there must cancel them (none may land later).
 local S = require("spec.e2e.support")
 
 local LEASE = "envoy-router-slot"
@@ -11,7 +12,7 @@ local DELAY = 12
 local root = os.getenv("ENVOY_ROUTER_ROOT") or "."
 
 describe("the Lease slot", function()
-  local ns, dir, proxy_pid, op
+  local ns, ns2, dir, proxy_pid, op
 
   setup(function()
     ns = S.namespace("e2e-lease-slot")
@@ -65,6 +66,7 @@ contexts:
     if proxy_pid then S.sh("kill " .. proxy_pid) end
     if dir then S.sh("rm -rf " .. S.quote(dir)) end
     if ns then S.cleanup(ns) end
+    if ns2 then S.cleanup(ns2) end
   end)
 
   it("keeps leading while every write slot holds a write slower than the renew deadline",
@@ -104,5 +106,60 @@ contexts:
     assert.is_true(renewals >= 5, "the Lease was renewed " .. renewals .. " times")
     assert.equal("slot-a", S.get(ns, "lease", LEASE).spec.holderIdentity)
     assert.is_true(writes >= 16, "Services written in the end: " .. writes)
+  end)
+
+  -- Events are writes too: the ones a leader has queued or in flight when
+  -- it loses the Lease must not land after the new holder took over.
+  it("drops the Events in flight when the Lease is taken away", function()
+    if op then op:stop("KILL") end
+    -- A namespace of its own: the first case's pods would hold the write
+    -- slots for minutes.
+    ns2 = S.namespace("e2e-lease-slot-ev")
+    local lease2 = LEASE .. "-ev"
+    for i = 1, 3 do
+      S.apply({ apiVersion = "v1", kind = "Service",
+                metadata = { name = "ev-" .. i, namespace = ns2, labels = { owner = "user" } },
+                spec = { ports = { { port = 80 } } } })
+      S.pod(ns2, "ev-" .. i)
+      S.pod_status(ns2, "ev-" .. i, { ip = "10.32.1." .. i, ready = true })
+    end
+    op = S.operator({ "--kubeconfig", dir .. "/kubeconfig", "--watch-namespace", ns2,
+      "--leader-elect", "--leader-election-id", lease2, "--leader-election-namespace", ns2,
+      "--identity", "ev-a" })
+    S.eventually(function()
+      return op:metric("leader_election_master_status", { name = lease2 }) == 1
+    end, 30, "ev-a leads; log: " .. op.log)
+    -- The creates meet the user's Services (409, after the proxy's delay),
+    -- then the conflicts are reported and their Events sent (held).
+    S.eventually(function()
+      local _, n = op:log_text():gsub("reason=NameConflict", "")
+      return n >= 3
+    end, DELAY + 20, "three NameConflicts reported")
+    local sent = S.now()
+    S.sleep(1)
+    -- Another holder takes the Lease (for two minutes): ev-a's next renewal
+    -- finds it taken and steps down.
+    local now = os.date("!%Y-%m-%dT%H:%M:%S.000000Z")
+    local code = S.api("PATCH", "/apis/coordination.k8s.io/v1/namespaces/" .. ns2 .. "/leases/"
+      .. lease2, { spec = { holderIdentity = "thief", renewTime = now, acquireTime = now,
+      leaseDurationSeconds = 120 } }, "application/merge-patch+json")
+    assert.equal(200, code)
+    S.eventually(function()
+      return op:metric("leader_election_master_status", { name = lease2 }) == 0
+    end, 15, "ev-a stepped down")
+    -- Past the time the held Events would have been passed on.
+    S.sleep(math.max(0, DELAY + 3 - (S.now() - sent)))
+    local landed = 0
+    for _, e in ipairs(S.list(ns2, "events")) do
+      if e.reportingInstance == "ev-a" then landed = landed + 1 end
+    end
+    local f = io.open(dir .. "/proxy.out")
+    local _, dropped = (f and f:read("a") or ""):gsub("dropped POST [^\n]*/events", "")
+    if f then f:close() end
+    local cancelled = op:log_text():match("writes in flight cancelled[^\n]*events_cancelled=(%d+)")
+    print(string.format("# step-down: Events cancelled at step-down %s, dropped by the proxy %d, "
+      .. "landed %d", tostring(cancelled), dropped, landed))
+    assert.equal(0, landed, "Events of the old leader landed after it lost the Lease")
+    assert.is_true(dropped >= 3, "the proxy saw " .. dropped .. " Event POSTs cancelled")
   end)
 end)

@@ -10,9 +10,11 @@ and forwards each request on a fresh TLS connection to 127.0.0.1:UPSTREAM_PORT
 ("Connection: close" both ways). Every request that is not a GET and whose
 path does not contain "/leases/" or end in "/leases" is held DELAY_SECONDS
 before it is forwarded: the operator's writes crawl while its Lease calls and
-its lists and watches go through at once. Responses (watch streams
-included) are piped back as they come. Runs until killed.
+its lists and watches go through at once. A held request whose client hung
+up meanwhile (a cancelled call) is dropped, never forwarded. Responses (watch
+streams included) are piped back as they come. Runs until killed.
 """
+import select
 import socket
 import ssl
 import sys
@@ -39,6 +41,17 @@ def read_head(conn):
 def is_lease(path):
     p = path.split("?", 1)[0]
     return "/leases/" in p or p.endswith("/leases")
+
+
+def hung_up(client):
+    """True when the client closed its end (nothing else is sent before the answer)."""
+    readable, _, _ = select.select([client], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return client.recv(1) == b""
+    except (OSError, ssl.SSLError):
+        return True
 
 
 def handle(conn, ctx, upstream_port, delay):
@@ -72,6 +85,9 @@ def handle(conn, ctx, upstream_port, delay):
             body += chunk
         if method != "GET" and not is_lease(path):
             time.sleep(delay)
+            if hung_up(client):
+                print("dropped", method, path, flush=True)
+                return
         up_ctx = ssl.create_default_context()
         up_ctx.check_hostname = False
         up_ctx.verify_mode = ssl.CERT_NONE
