@@ -61,6 +61,18 @@ contexts:
     S.pods_status(ns, statuses)
   end)
 
+  -- An operator through the proxy, watching `namespace`, once it leads
+  -- through Lease `lease` (in the same namespace).
+  local function leader(namespace, lease, identity)
+    local o = S.operator({ "--kubeconfig", dir .. "/kubeconfig", "--watch-namespace", namespace,
+      "--leader-elect", "--leader-election-id", lease, "--leader-election-namespace", namespace,
+      "--identity", identity })
+    S.eventually(function()
+      return o:metric("leader_election_master_status", { name = lease }) == 1
+    end, 30, identity .. " leads; log: " .. o.log)
+    return o
+  end
+
   teardown(function()
     if op then op:stop("KILL") end
     if proxy_pid then S.sh("kill " .. proxy_pid) end
@@ -71,12 +83,7 @@ contexts:
 
   it("keeps leading while every write slot holds a write slower than the renew deadline",
     function()
-    op = S.operator({ "--kubeconfig", dir .. "/kubeconfig", "--watch-namespace", ns,
-      "--leader-elect", "--leader-election-id", LEASE, "--leader-election-namespace", ns,
-      "--identity", "slot-a" })
-    S.eventually(function()
-      return op:metric("leader_election_master_status", { name = LEASE }) == 1
-    end, 30, "slot-a leads; log: " .. op.log)
+    op = leader(ns, LEASE, "slot-a")
     local t0 = S.now()
     -- Held by the proxy: nothing is written for DELAY seconds (the Lease's
     -- own writes, which the proxy lets through, count in op:writes()).
@@ -123,12 +130,7 @@ contexts:
       S.pod(ns2, "ev-" .. i)
       S.pod_status(ns2, "ev-" .. i, { ip = "10.32.1." .. i, ready = true })
     end
-    op = S.operator({ "--kubeconfig", dir .. "/kubeconfig", "--watch-namespace", ns2,
-      "--leader-elect", "--leader-election-id", lease2, "--leader-election-namespace", ns2,
-      "--identity", "ev-a" })
-    S.eventually(function()
-      return op:metric("leader_election_master_status", { name = lease2 }) == 1
-    end, 30, "ev-a leads; log: " .. op.log)
+    op = leader(ns2, lease2, "ev-a")
     -- The creates meet the user's Services (409, after the proxy's delay),
     -- then the conflicts are reported and their Events sent (held).
     S.eventually(function()

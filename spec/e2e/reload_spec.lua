@@ -202,6 +202,13 @@ return {
   end)
 end)
 
+-- Stops the operator, removes the scripts directory and the namespace.
+local function finish(op, dir, ns)
+  if op then op:stop() end
+  if dir then S.sh("rm -rf " .. S.quote(dir)) end
+  if ns then S.cleanup(ns) end
+end
+
 -- A slow but valid script validated on many pods must not stop the
 -- operator: validation runs in slices with the main loop serving between
 -- them, so watches and reconciles go on (with the running scripts) and
@@ -233,11 +240,7 @@ describe("scripts reload with a slow script", function()
     S.eventually(function() return route_path(ns, "s" .. N) == "/a/s" .. N end, 30)
   end)
 
-  teardown(function()
-    if op then op:stop() end
-    if dir then S.sh("rm -rf " .. S.quote(dir)) end
-    if ns then S.cleanup(ns) end
-  end)
+  teardown(function() finish(op, dir, ns) end)
 
   it("keeps serving watches and /healthz while it validates", function()
     local ok = op:metric("envoy_router_script_reloads_total", { result = "success" })
@@ -308,11 +311,7 @@ return {
     end, 60, "every pod cached")
   end)
 
-  teardown(function()
-    if op then op:stop() end
-    if dir then S.sh("rm -rf " .. S.quote(dir)) end
-    if ns then S.cleanup(ns) end
-  end)
+  teardown(function() finish(op, dir, ns) end)
 
   it("validates in slices: probes answer, a new pod is routed, the reload completes", function()
     local ok = op:metric("envoy_router_script_reloads_total", { result = "success" })
