@@ -642,3 +642,61 @@ void core_trim(struct core *c)
     lua_gc(c->L, LUA_GCCOLLECT);
     malloc_trim(0);
 }
+
+/* Copies the string at idx into buf (cut to fit; "" when not a string). */
+static void copy_at(lua_State *L, int idx, char *buf, size_t len)
+{
+    const char *s = lua_type(L, idx) == LUA_TSTRING ? lua_tostring(L, idx) : "";
+    snprintf(buf, len, "%s", s);
+}
+
+int core_lease_parse(struct core *c, const char *text, size_t len, struct core_lease *out,
+                     char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    prepare(c, "lease_parse");
+    lua_pushlstring(c->L, text, len);
+    if (invoke(c, 1, 5, err, errlen) != 0)
+        return -1;
+    if (lua_isnil(c->L, 2)) {
+        copy_msg(c->L, 3, err, errlen);
+        lua_settop(c->L, 0);
+        return -1;
+    }
+    copy_at(c->L, 2, out->holder, sizeof out->holder);
+    out->lease_seconds = (int)lua_tointeger(c->L, 3);
+    copy_at(c->L, 4, out->acquire_time, sizeof out->acquire_time);
+    copy_at(c->L, 5, out->renew_time, sizeof out->renew_time);
+    out->transitions = (int)lua_tointeger(c->L, 6);
+    lua_settop(c->L, 0);
+    return 0;
+}
+
+char *core_lease_body(struct core *c, const char *base, size_t base_len, const char *ns,
+                      const char *name, const struct core_lease *rec, size_t *len,
+                      char *err, size_t errlen)
+{
+    char *out = NULL;
+    prepare(c, "lease_body");
+    if (base)
+        lua_pushlstring(c->L, base, base_len);
+    else
+        lua_pushnil(c->L);
+    lua_pushstring(c->L, ns);
+    lua_pushstring(c->L, name);
+    lua_pushstring(c->L, rec->holder);
+    lua_pushinteger(c->L, rec->lease_seconds);
+    lua_pushstring(c->L, rec->acquire_time);
+    lua_pushstring(c->L, rec->renew_time);
+    lua_pushinteger(c->L, rec->transitions);
+    if (invoke(c, 8, 2, err, errlen) != 0)
+        return NULL;
+    if (!lua_isstring(c->L, 2))
+        copy_msg(c->L, 3, err, errlen);
+    else if ((out = dup_at(c->L, 2)) == NULL)
+        snprintf(err, errlen, "out of memory");
+    else
+        *len = strlen(out);             /* JSON text holds no NUL */
+    lua_settop(c->L, 0);
+    return out;
+}

@@ -527,7 +527,7 @@ static int run(struct config *cfg)
                          : auth.namespace && *auth.namespace ? auth.namespace : "default";
         struct leader_options lo = {.namespace = ns, .name = cfg->leader_election_id,
                                     .identity = op.identity};
-        if ((op.leader = leader_new(op.kube, op.timers, &lo, on_leader, &op)) == NULL) {
+        if ((op.leader = leader_new(op.kube, op.core, op.timers, &lo, on_leader, &op)) == NULL) {
             fprintf(stderr, "envoy-router: cannot set up leader election: Lease %s/%s, "
                     "identity %s\n", ns, cfg->leader_election_id, op.identity);
             goto out;
