@@ -2,7 +2,8 @@
  *
  * It holds the caches (selected pods, observed children), decodes list and
  * watch bodies with lua-cjson, and plans each pod's writes by running the
- * user's scripts through a sandbox and comparing with what is observed.
+ * user's scripts through a sandbox and comparing with what is observed,
+ * and reads and builds the leader's Lease.
  * Every call into Lua is protected; errors come back as return values with a
  * message. Main loop only. */
 #ifndef ENVOY_ROUTER_CORE_H

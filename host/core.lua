@@ -6,6 +6,8 @@
 -- server-side apply owns), and turns one pod key into a plan: the writes that make the
 -- pod's children equal to what the user's scripts want. It never writes:
 -- host/reconcile.c carries the plan out and reports each result back.
+-- It also reads and builds the Lease of leader election (lease_parse,
+-- lease_body), so every object's JSON goes through this one state.
 --
 -- Loaded by host/core.c with (host, cjson); host provides:
 --   host.enqueue(key)           queue a pod key ("namespace/name")
