@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "embedded.h"
-#include "kube.h"
+#include "kubepath.h"
 #include "log.h"
 #include "names.h"
 #include "timers.h"
