@@ -58,6 +58,7 @@ struct operator {
     int64_t trimmed_ms;
     struct config *cfg;
     struct kube *kube;
+    struct kube_transport io;       /* kube as the watches' and reconciler's transport */
     struct timers *timers;
     struct queue *queue;
     struct core *core;
@@ -350,7 +351,7 @@ static int add_watch(struct operator *op, const char *res, const char *api_versi
                      const char *kind, const char *selector)
 {
     const struct kube_resource *r = kube_resource_find(api_version, kind);
-    struct watch *w = r ? watch_new(op->kube, op->timers, op->core, res, r,
+    struct watch *w = r ? watch_new(&op->io, op->timers, op->core, res, r,
                                     op->cfg->watch_namespace, selector) : NULL;
     if (w == NULL)
         return -1;
@@ -499,6 +500,7 @@ static int run(struct config *cfg)
         goto out;
     }
     kube_set_recovered(op.kube, on_recovered, &op);
+    op.io = kube_transport(op.kube);
     op.timers = timers_new();
     op.queue = queue_new("pod", 250, 60000);
     op.core = core_new(op.sandbox, on_enqueue, &op, err, sizeof err);
@@ -507,7 +509,7 @@ static int run(struct config *cfg)
         goto out;
     }
     core_set_drain(op.core, (int64_t)cfg->route_drain_seconds * 1000);
-    op.rec = reconciler_new(op.queue, op.core, op.kube, (unsigned)cfg->max_concurrent_writes);
+    op.rec = reconciler_new(op.queue, op.core, &op.io, (unsigned)cfg->max_concurrent_writes);
     if (op.rec == NULL || setup_fds(&op) != 0)
         goto out;
     if (cfg->identity && *cfg->identity)

@@ -31,7 +31,7 @@ struct job {
 struct reconciler {
     struct queue *queue;
     struct core *core;
-    struct kube *kube;
+    struct kube_transport io;    /* the client, or a test's script */
     unsigned max_active;
     bool paused;
     size_t active;
@@ -52,7 +52,8 @@ static void log_report(void *arg, const struct core_plan *plan, const char *reas
     log_kv(LOG_WARN, message, "pod", pod, "reason", reason, NULL);
 }
 
-struct reconciler *reconciler_new(struct queue *q, struct core *core, struct kube *k,
+struct reconciler *reconciler_new(struct queue *q, struct core *core,
+                                  const struct kube_transport *io,
                                   unsigned max_active)
 {
     struct reconciler *r = calloc(1, sizeof *r);
@@ -60,7 +61,7 @@ struct reconciler *reconciler_new(struct queue *q, struct core *core, struct kub
         return NULL;
     r->queue = q;
     r->core = core;
-    r->kube = k;
+    r->io = *io;
     r->max_active = max_active ? max_active : 1;
     r->paused = true;
     r->report = log_report;
@@ -123,13 +124,13 @@ bool reconciler_can_take(const struct reconciler *r)
 size_t reconciler_cancel(struct reconciler *r)
 {
     size_t n = 0;
-    int64_t now = clock_ms();
+    int64_t now = transport_now(&r->io);
     while (r->jobs) {
         struct job *j = r->jobs;
         r->jobs = j->next;
         for (size_t i = 0; j->ops && i < j->plan.n_actions; i++) {
             if (j->ops[i].call) {
-                kube_cancel(r->kube, j->ops[i].call);
+                r->io.cancel(r->io.arg, j->ops[i].call);
                 n++;
             }
         }
@@ -155,7 +156,7 @@ uint64_t reconciler_writes(const struct reconciler *r)
 static void finish(struct job *j)
 {
     struct reconciler *r = j->r;
-    int64_t now = clock_ms();
+    int64_t now = transport_now(&r->io);
     bool failed = j->failed || j->plan.error != NULL;
     metrics_add(r->total, failed ? "pod,error" : "pod,success", 1);
     if (failed)
@@ -275,7 +276,7 @@ static void start(struct reconciler *r, const char *key, int64_t now)
                a->why ? "differs" : NULL, a->why, NULL);
         if (!read)
             r->writes++;
-        op->call = kube_request(r->kube, a->method, a->path, a->content_type,
+        op->call = r->io.request(r->io.arg, a->method, a->path, a->content_type,
                                 read ? NULL : a->body, read ? 0 : a->body_len, on_write, op);
         if (op->call == NULL) {
             struct kube_response none = {0, "", 0, "out of memory"};

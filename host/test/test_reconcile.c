@@ -139,7 +139,8 @@ static void test_cancel_drops_writes_and_their_retries(void **state)
     list(core, "pods", POD("a", "10.0.0.1") "," POD("b", "10.0.0.2") "," POD("c", "10.0.0.3"));
     for (size_t i = 0; i < 3; i++)
         list(core, core_child_resources[i], "");
-    struct reconciler *r = reconciler_new(q, core, k, 3);
+    struct kube_transport io = kube_transport(k);
+    struct reconciler *r = reconciler_new(q, core, &io, 3);
     assert_non_null(r);
     reconciler_pause(r, false);
     assert_true(reconciler_can_take(r));
