@@ -38,9 +38,9 @@ struct entry {
 };
 
 struct events {
-    struct kube *kube;
     struct timers *timers;
-    struct events_transport tr;
+    struct kube_transport tr;        /* the client, or a test's fake */
+    double (*wall)(void);
     char *component, *instance;
     int64_t window_ms, update_ms;
     size_t max_entries, n;
@@ -74,32 +74,6 @@ bool events_bucket_take(struct events_bucket *b, int64_t now_ms)
         return false;
     b->tokens -= 1.0;
     return true;
-}
-
-/* --- the default transport ------------------------------------------------------ */
-
-static struct kube_call *kube_send(void *arg, const char *method, const char *path,
-                                   const char *ctype, const char *body, size_t len,
-                                   kube_done_fn done, void *done_arg)
-{
-    return kube_request(arg, method, path, ctype, body, len, done, done_arg);
-}
-
-static void kube_stop(void *arg, struct kube_call *c)
-{
-    kube_cancel(arg, c);
-}
-
-static int64_t mono_now(void *arg)
-{
-    (void)arg;
-    return clock_ms();
-}
-
-static double wall_now(void *arg)
-{
-    (void)arg;
-    return clock_wall();
 }
 
 /* --- JSON text ----------------------------------------------------------------- */
@@ -279,7 +253,7 @@ static void defer_update(struct events *e, struct entry *x)
     if (x->timer || x->call || !x->created || x->seen <= x->written)
         return;
     int64_t at = x->last_write_ms + e->update_ms;
-    if (at <= e->tr.now_ms(e->tr.arg)) {
+    if (at <= transport_now(&e->tr)) {
         send_update(e, x);
         return;
     }
@@ -335,7 +309,7 @@ static void on_patched(void *arg, const struct kube_response *r)
 /* Takes a token, or counts a drop. */
 static bool admit(struct events *e, const char *what, const struct entry *x)
 {
-    if (events_bucket_take(&e->bucket, e->tr.now_ms(e->tr.arg)))
+    if (events_bucket_take(&e->bucket, transport_now(&e->tr)))
         return true;
     metrics_add(e->m_dropped, NULL, 1);
     log_kv(LOG_DEBUG, "events: rate limit reached; dropped", "what", what, "pod", x->pod,
@@ -351,7 +325,7 @@ static void send_update(struct events *e, struct entry *x)
 
     if (!e->enabled || x->call || !x->created || x->seen <= x->written)
         return;
-    int64_t now = e->tr.now_ms(e->tr.arg);
+    int64_t now = transport_now(&e->tr);
     if (!admit(e, "count update", x)) {
         x->last_write_ms = now;     /* the counts stay: carry them next time */
         defer_update(e, x);
@@ -393,8 +367,8 @@ void events_report(struct events *e, const char *ns, const char *pod, const char
         reason = "";
     if (!message)
         message = "";
-    int64_t now = e->tr.now_ms(e->tr.arg);
-    double wall = e->tr.wall(e->tr.arg);
+    int64_t now = transport_now(&e->tr);
+    double wall = e->wall();
     uint64_t h = hash3(uid, reason, message);
     struct entry *x = find(e, h, uid, reason, message);
     if (x && now - x->last_seen_ms <= e->window_ms) {
@@ -460,13 +434,9 @@ struct events *events_new(struct kube *k, struct timers *t, const struct events_
         return NULL;
     if ((e = calloc(1, sizeof *e)) == NULL)
         return NULL;
-    e->kube = k;
     e->timers = t;
-    if (o->transport) {
-        e->tr = *o->transport;
-    } else {
-        e->tr = (struct events_transport){kube_send, kube_stop, mono_now, wall_now, k};
-    }
+    e->tr = o->transport ? *o->transport : kube_transport(k);
+    e->wall = o->wall ? o->wall : clock_wall;
     e->component = strdup(o->component);
     e->instance = strdup(o->instance);
     if (!e->component || !e->instance) {
@@ -477,7 +447,7 @@ struct events *events_new(struct kube *k, struct timers *t, const struct events_
     e->update_ms = o->update_ms > 0 ? o->update_ms : EVENTS_UPDATE_MS;
     e->max_entries = o->max_entries > 0 ? o->max_entries : EVENTS_MAX_ENTRIES;
     events_bucket_init(&e->bucket, o->rate > 0 ? o->rate : EVENTS_RATE,
-                       o->burst > 0 ? o->burst : EVENTS_BURST, e->tr.now_ms(e->tr.arg));
+                       o->burst > 0 ? o->burst : EVENTS_BURST, transport_now(&e->tr));
     e->m_dropped = metrics_counter("envoy_router_events_dropped_total",
                                    "Kubernetes Events not written because of the rate limit.",
                                    NULL);

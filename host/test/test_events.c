@@ -68,14 +68,12 @@ static int64_t fake_now(void *arg)
     return now_ms;
 }
 
-static double fake_wall(void *arg)
+static double fake_wall(void)
 {
-    (void)arg;
     return wall;
 }
 
-static const struct events_transport fake = {fake_request, fake_cancel, fake_now, fake_wall,
-                                             NULL};
+static const struct kube_transport fake = {fake_request, NULL, fake_cancel, fake_now, NULL};
 
 static void answer(int i, long status)
 {
@@ -106,7 +104,8 @@ struct fx {
 static struct events *recorder(struct timers *t, size_t max_entries)
 {
     struct events_options o = {.component = "envoy-router", .instance = "pod-a_1234",
-                               .max_entries = max_entries, .transport = &fake};
+                               .max_entries = max_entries, .transport = &fake,
+                               .wall = fake_wall};
     struct events *e = events_new(NULL, t, &o);
     assert_non_null(e);
     events_set_enabled(e, true);
@@ -204,7 +203,8 @@ static void test_bucket(void **state)
 static void test_options_required(void **state)
 {
     struct fx *f = *state;
-    struct events_options o = {.component = "envoy-router", .instance = "", .transport = &fake};
+    struct events_options o = {.component = "envoy-router", .instance = "", .transport = &fake,
+                               .wall = fake_wall};
     assert_null(events_new(NULL, f->t, &o));
     o.instance = "x";
     o.component = NULL;
