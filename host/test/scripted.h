@@ -46,13 +46,8 @@ static inline struct kube_call *scripted_start(struct scripted *s, const char *m
     memset(c, 0, sizeof(*c));
     snprintf(c->method, sizeof(c->method), "%s", method);
     snprintf(c->path, sizeof(c->path), "%s", path);
-    if (body) {
-        c->body = malloc(len + 1);
-        if (!c->body)
-            return NULL;
-        memcpy(c->body, body, len);
-        c->body[len] = '\0';
-    }
+    if (body && !(c->body = strndup(body, len)))
+        return NULL;
     c->open = true;
     c->done = done;
     c->arg = arg;
