@@ -211,7 +211,7 @@ static bool attempt_start(struct kube *k, struct kube_call *c)
     }
     c->attempt++;
     c->xfer = NULL;
-    if ((!token || !token[0] || auth) && (!c->body || ctype))
+    if ((!token || auth) && (!c->body || ctype))
         c->xfer = http_start(k->http, &rq, on_http_done, c);
     free(auth);
     free(ctype);
