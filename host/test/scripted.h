@@ -20,7 +20,8 @@
 struct scripted_call {
     char method[8];
     char path[2048];
-    char *body;                  /* the request body, or NULL */
+    char content_type[64];       /* "" when none given */
+    char *body;                  /* the request body, or NULL; kept until scripted_free */
     bool watch;
     bool open;                   /* started, not answered or cancelled */
     bool cancelled;
@@ -37,8 +38,9 @@ struct scripted {
 };
 
 static inline struct kube_call *scripted_start(struct scripted *s, const char *method,
-                                               const char *path, const char *body,
-                                               size_t len, kube_done_fn done, void *arg)
+                                               const char *path, const char *content_type,
+                                               const char *body, size_t len,
+                                               kube_done_fn done, void *arg)
 {
     if (s->n == SCRIPTED_MAX)
         return NULL;
@@ -46,6 +48,7 @@ static inline struct kube_call *scripted_start(struct scripted *s, const char *m
     memset(c, 0, sizeof(*c));
     snprintf(c->method, sizeof(c->method), "%s", method);
     snprintf(c->path, sizeof(c->path), "%s", path);
+    snprintf(c->content_type, sizeof(c->content_type), "%s", content_type ? content_type : "");
     if (body && !(c->body = strndup(body, len)))
         return NULL;
     c->open = true;
@@ -59,27 +62,19 @@ static inline struct kube_call *scripted_request(void *arg, const char *method,
                                                  const char *body, size_t len,
                                                  kube_done_fn done, void *done_arg)
 {
-    (void)content_type;
-    return scripted_start(arg, method, path, body, len, done, done_arg);
+    return scripted_start(arg, method, path, content_type, body, len, done, done_arg);
 }
 
 static inline struct kube_call *scripted_watch(void *arg, const char *path, kube_data_fn data,
                                                kube_done_fn done, void *done_arg)
 {
-    struct kube_call *kc = scripted_start(arg, "GET", path, NULL, 0, done, done_arg);
+    struct kube_call *kc = scripted_start(arg, "GET", path, NULL, NULL, 0, done, done_arg);
     struct scripted_call *c = (struct scripted_call *)kc;
     if (c) {
         c->watch = true;
         c->data = data;
     }
     return kc;
-}
-
-static inline void scripted_close(struct scripted_call *c)
-{
-    c->open = false;
-    free(c->body);
-    c->body = NULL;
 }
 
 static inline void scripted_cancel(void *arg, struct kube_call *kc)
@@ -89,7 +84,7 @@ static inline void scripted_cancel(void *arg, struct kube_call *kc)
     if (!c)
         return;
     assert_true(c->open);               /* never a call that already ended */
-    scripted_close(c);
+    c->open = false;
     c->cancelled = true;
     s->cancels++;
 }
@@ -131,7 +126,7 @@ static inline void scripted_end(struct scripted *s, size_t i, long status, const
     kube_done_fn done = c->done;
     void *arg = c->arg;
     struct kube_response r = { status, body ? body : "", body ? strlen(body) : 0, error };
-    scripted_close(c);
+    c->open = false;
     done(arg, &r);
 }
 
@@ -154,12 +149,13 @@ static inline int scripted_feed(struct scripted *s, size_t i, const char *chunk)
     return rc;
 }
 
-/* Frees what open calls hold (end of a test). */
+/* Frees the bodies kept and forgets every call (end of a test). */
 static inline void scripted_free(struct scripted *s)
 {
     for (size_t i = 0; i < s->n; i++)
-        if (s->calls[i].open)
-            scripted_close(&s->calls[i]);
+        free(s->calls[i].body);
+    s->n = 0;
+    s->cancels = 0;
 }
 
 #endif
