@@ -5,14 +5,13 @@
  * found at its head and the table stays bounded. */
 #include "events.h"
 
-#include "jsonbuf.h"
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "jsonbuf.h"
+#include "list.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -23,7 +22,7 @@
 struct entry {
     struct events *e;
     struct entry *hnext;            /* hash chain */
-    struct entry *prev, *next;      /* by last_seen_ms, oldest first */
+    struct list_node lru;           /* by last_seen_ms, oldest first */
     uint64_t hash;
     char *uid, *reason, *message, *ns, *pod;
     char name[NAME_MAX_LEN + 1];    /* of the Event */
@@ -48,7 +47,7 @@ struct events {
     uint64_t seq;
     struct events_bucket bucket;
     struct entry *table[NBUCKETS];
-    struct entry *oldest, *newest;
+    struct list lru;                /* entries, oldest at the head */
     struct metric *m_dropped, *m_total;
 };
 
@@ -177,28 +176,10 @@ static struct entry *find(struct events *e, uint64_t h, const char *uid, const c
     return NULL;
 }
 
-static void lru_unlink(struct events *e, struct entry *x)
+/* The entry last seen longest ago, or NULL. */
+static struct entry *oldest(const struct events *e)
 {
-    if (x->prev)
-        x->prev->next = x->next;
-    else
-        e->oldest = x->next;
-    if (x->next)
-        x->next->prev = x->prev;
-    else
-        e->newest = x->prev;
-    x->prev = x->next = NULL;
-}
-
-static void lru_append(struct events *e, struct entry *x)
-{
-    x->prev = e->newest;
-    x->next = NULL;
-    if (e->newest)
-        e->newest->next = x;
-    else
-        e->oldest = x;
-    e->newest = x;
+    return list_entry(e->lru.head, struct entry, lru);
 }
 
 static void entry_free(struct entry *x)
@@ -218,7 +199,7 @@ static void drop(struct events *e, struct entry *x)
     while (*pp != x)
         pp = &(*pp)->hnext;
     *pp = x->hnext;
-    lru_unlink(e, x);
+    list_unlink(&e->lru, &x->lru);
     if (x->call)
         e->tr.cancel(e->tr.arg, x->call);
     if (x->timer)
@@ -231,9 +212,10 @@ static void drop(struct events *e, struct entry *x)
  * bound. */
 static void expire(struct events *e, int64_t now)
 {
-    while (e->oldest && (now - e->oldest->last_seen_ms > e->window_ms ||
-                         e->n >= e->max_entries))
-        drop(e, e->oldest);
+    struct entry *x;
+
+    while ((x = oldest(e)) && (now - x->last_seen_ms > e->window_ms || e->n >= e->max_entries))
+        drop(e, x);
 }
 
 /* --- writes ---------------------------------------------------------------------- */
@@ -376,8 +358,8 @@ void events_report(struct events *e, const char *ns, const char *pod, const char
         x->seen++;
         x->last_seen_ms = now;
         x->last_wall = wall;
-        lru_unlink(e, x);
-        lru_append(e, x);
+        list_unlink(&e->lru, &x->lru);
+        list_push(&e->lru, &x->lru);
         defer_update(e, x);
         return;
     }
@@ -415,7 +397,7 @@ void events_report(struct events *e, const char *ns, const char *pod, const char
     }
     x->hnext = e->table[h & (NBUCKETS - 1)];
     e->table[h & (NBUCKETS - 1)] = x;
-    lru_append(e, x);
+    list_push(&e->lru, &x->lru);
     e->n++;
     x->sending = x->seen;
     x->call = e->tr.request(e->tr.arg, "POST", path, NULL, body, len, on_created, x);
@@ -465,8 +447,8 @@ void events_free(struct events *e)
 {
     if (e == NULL)
         return;
-    while (e->oldest)
-        drop(e, e->oldest);
+    while (!list_empty(&e->lru))
+        drop(e, oldest(e));
     free(e->component);
     free(e->instance);
     free(e);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "http.h"
+#include "list.h"
 #include "log.h"
 #include "metrics.h"
 #include "timers.h"
@@ -27,13 +28,11 @@
 
 enum call_state { C_QUEUED, C_WAITING, C_ACTIVE, C_FAILED };
 
-struct clist {
-    struct kube_call *head, *tail;
-};
+#define CALL(n) list_entry(n, struct kube_call, node)
 
 struct kube_call {
     struct kube *k;
-    struct kube_call *prev, *next;  /* in the list of its state */
+    struct list_node node;          /* in the list of its state */
     enum call_state state;
     bool watch;
     bool urgent;                    /* ahead of the queue, outside the QPS bucket */
@@ -58,10 +57,10 @@ struct kube {
     char *server;
     struct token *token;            /* fixed, or a file re-read as it rotates */
     struct kube_options o;
-    struct clist queued;            /* FIFO waiting for a slot */
-    struct clist waiting;           /* backing off before a retry */
-    struct clist active;            /* in flight (calls and watches) */
-    struct clist failed;            /* could not start; done runs in perform */
+    struct list queued;            /* FIFO waiting for a slot */
+    struct list waiting;           /* backing off before a retry */
+    struct list active;            /* in flight (calls and watches) */
+    struct list failed;            /* could not start; done runs in perform */
     unsigned in_flight;             /* ordinary calls in flight */
     unsigned urgent_in_flight;      /* urgent calls in flight (own slots) */
     size_t pending;                 /* ordinary calls not finished */
@@ -78,42 +77,7 @@ struct kube {
 
 /* --- small helpers ------------------------------------------------------ */
 
-static void clist_push(struct clist *l, struct kube_call *c)
-{
-    c->next = NULL;
-    c->prev = l->tail;
-    if (l->tail)
-        l->tail->next = c;
-    else
-        l->head = c;
-    l->tail = c;
-}
-
-static void clist_push_front(struct clist *l, struct kube_call *c)
-{
-    c->prev = NULL;
-    c->next = l->head;
-    if (l->head)
-        l->head->prev = c;
-    else
-        l->tail = c;
-    l->head = c;
-}
-
-static void clist_unlink(struct clist *l, struct kube_call *c)
-{
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        l->head = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    else
-        l->tail = c->prev;
-    c->prev = c->next = NULL;
-}
-
-static struct clist *clist_of(struct kube *k, enum call_state s)
+static struct list *state_list(struct kube *k, enum call_state s)
 {
     switch (s) {
     case C_QUEUED: return &k->queued;
@@ -126,12 +90,12 @@ static struct clist *clist_of(struct kube *k, enum call_state s)
 
 static void set_state(struct kube *k, struct kube_call *c, enum call_state s, bool front)
 {
-    clist_unlink(clist_of(k, c->state), c);
+    list_unlink(state_list(k, c->state), &c->node);
     c->state = s;
     if (front)
-        clist_push_front(clist_of(k, s), c);
+        list_push_front(state_list(k, s), &c->node);
     else
-        clist_push(clist_of(k, s), c);
+        list_push(state_list(k, s), &c->node);
 }
 
 static void call_free(struct kube_call *c)
@@ -265,7 +229,7 @@ static struct kube_call *next_urgent(struct kube *k)
 {
     if (k->urgent_in_flight >= URGENT_SLOTS)
         return NULL;
-    for (struct kube_call *c = k->queued.head; c; c = c->next)
+    for (struct kube_call *c = CALL(k->queued.head); c; c = CALL(c->node.next))
         if (c->urgent)
             return c;
     return NULL;
@@ -276,7 +240,7 @@ static struct kube_call *next_ordinary(struct kube *k)
 {
     if (k->in_flight >= k->o.max_in_flight)
         return NULL;
-    for (struct kube_call *c = k->queued.head; c; c = c->next)
+    for (struct kube_call *c = CALL(k->queued.head); c; c = CALL(c->node.next))
         if (!c->urgent)
             return k->o.qps > 0 && k->tokens < 1.0 ? NULL : c;
     return NULL;
@@ -291,8 +255,8 @@ static void dispatch(struct kube *k)
     int64_t now = clock_ms();
     struct kube_call *c;
 
-    for (struct kube_call *w = k->waiting.head, *next; w; w = next) {
-        next = w->next;
+    for (struct kube_call *w = CALL(k->waiting.head), *next; w; w = next) {
+        next = CALL(w->node.next);
         if (w->due_ms <= now)
             set_state(k, w, C_QUEUED, true);   /* older than anything queued */
     }
@@ -355,7 +319,7 @@ static void finish(struct kube *k, struct kube_call *c, long status, const char 
 {
     struct kube_response resp = { status, body ? body : "", body ? len : 0, error };
 
-    clist_unlink(clist_of(k, c->state), c);
+    list_unlink(state_list(k, c->state), &c->node);
     if (!c->watch)
         k->pending--;
     c->done(c->arg, &resp);
@@ -486,7 +450,7 @@ fail:
 
 void kube_free(struct kube *k)
 {
-    struct clist *lists[4];
+    struct list *lists[4];
 
     if (!k)
         return;
@@ -497,8 +461,8 @@ void kube_free(struct kube *k)
     for (int i = 0; i < 4; i++) {
         struct kube_call *c;
 
-        while ((c = lists[i]->head)) {
-            clist_unlink(lists[i], c);
+        while ((c = CALL(lists[i]->head))) {
+            list_unlink(lists[i], &c->node);
             call_free(c);
         }
     }
@@ -561,9 +525,9 @@ static struct kube_call *request(struct kube *k, const char *method, const char 
     c->state = C_QUEUED;
     c->urgent = urgent;
     if (urgent)
-        clist_push_front(&k->queued, c);
+        list_push_front(&k->queued, &c->node);
     else
-        clist_push(&k->queued, c);
+        list_push(&k->queued, &c->node);
     k->pending++;
     dispatch(k);
     return c;
@@ -596,9 +560,9 @@ struct kube_call *kube_watch(struct kube *k, const char *path, kube_data_fn data
     c->watch = true;
     c->data = data;
     c->state = C_QUEUED;
-    clist_push(&k->queued, c);   /* only so that attempt_start can move it */
+    list_push(&k->queued, &c->node);   /* only so that attempt_start can move it */
     if (!attempt_start(k, c)) {
-        clist_unlink(&k->queued, c);
+        list_unlink(&k->queued, &c->node);
         call_free(c);
         return NULL;
     }
@@ -609,7 +573,7 @@ void kube_cancel(struct kube *k, struct kube_call *c)
 {
     if (!k || !c)
         return;
-    clist_unlink(clist_of(k, c->state), c);
+    list_unlink(state_list(k, c->state), &c->node);
     if (c->state == C_ACTIVE) {
         http_abort(k->http, c->xfer);
         if (c->urgent)
@@ -638,7 +602,7 @@ void kube_perform(struct kube *k)
 
     http_perform(k->http);
     dispatch(k);
-    while ((c = k->failed.head))
+    while ((c = CALL(k->failed.head)))
         finish(k, c, 0, NULL, 0, c->error);
     if (k->recovered) {
         k->recovered = false;
@@ -688,20 +652,20 @@ long kube_next_timeout(const struct kube *k)
     int64_t now = clock_ms();
     long best = -1;
 
-    if (k->failed.head)
+    if (!list_empty(&k->failed))
         return 0;
-    for (const struct kube_call *c = k->waiting.head; c; c = c->next) {
+    for (const struct kube_call *c = CALL(k->waiting.head); c; c = CALL(c->node.next)) {
         long d = c->due_ms > now ? (long)(c->due_ms - now) : 0;
 
         if (best < 0 || d < best)
             best = d;
     }
-    if (k->queued.head && k->urgent_in_flight < URGENT_SLOTS) {
-        for (const struct kube_call *c = k->queued.head; c; c = c->next)
+    if (!list_empty(&k->queued) && k->urgent_in_flight < URGENT_SLOTS) {
+        for (const struct kube_call *c = CALL(k->queued.head); c; c = CALL(c->node.next))
             if (c->urgent)
                 return 0;
     }
-    if (k->queued.head && k->in_flight < k->o.max_in_flight) {
+    if (!list_empty(&k->queued) && k->in_flight < k->o.max_in_flight) {
         double t = k->tokens;
         long d = 0;
 

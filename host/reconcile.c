@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "list.h"
 #include "log.h"
 #include "metrics.h"
 #include "timers.h"
@@ -19,7 +20,7 @@ struct op {
 
 struct job {
     struct reconciler *r;
-    struct job *prev, *next;
+    struct list_node node;       /* in the reconciler's jobs */
     char *key;
     struct core_plan plan;
     struct op *ops;
@@ -36,7 +37,7 @@ struct reconciler {
     bool paused;
     size_t active;
     uint64_t writes;
-    struct job *jobs;
+    struct list jobs;             /* in flight, newest first */
     reconcile_report_fn report;
     void *report_arg;
     struct metric *total, *errors, *seconds, *workers, *script_errors;
@@ -97,9 +98,9 @@ void reconciler_free(struct reconciler *r)
 {
     if (r == NULL)
         return;
-    while (r->jobs) {
-        struct job *j = r->jobs;
-        r->jobs = j->next;
+    while (!list_empty(&r->jobs)) {
+        struct job *j = list_entry(r->jobs.head, struct job, node);
+        list_unlink(&r->jobs, &j->node);
         job_free(j);
     }
     free(r);
@@ -125,9 +126,9 @@ size_t reconciler_cancel(struct reconciler *r)
 {
     size_t n = 0;
     int64_t now = transport_now(&r->io);
-    while (r->jobs) {
-        struct job *j = r->jobs;
-        r->jobs = j->next;
+    while (!list_empty(&r->jobs)) {
+        struct job *j = list_entry(r->jobs.head, struct job, node);
+        list_unlink(&r->jobs, &j->node);
         for (size_t i = 0; j->ops && i < j->plan.n_actions; i++) {
             if (j->ops[i].call) {
                 r->io.cancel(r->io.arg, j->ops[i].call);
@@ -169,12 +170,7 @@ static void finish(struct job *j)
     queue_done(r->queue, j->key, now);
     if (!failed && j->plan.requeue_ms > 0)   /* the drain delay of its Service */
         queue_add_after(r->queue, j->key, j->plan.requeue_ms, now);
-    if (j->prev)
-        j->prev->next = j->next;
-    else
-        r->jobs = j->next;
-    if (j->next)
-        j->next->prev = j->prev;
+    list_unlink(&r->jobs, &j->node);
     r->active--;
     metrics_set(r->workers, "pod", (double)r->active);
     job_free(j);
@@ -227,10 +223,7 @@ static void start(struct reconciler *r, const char *key, int64_t now)
     }
     j->r = r;
     j->started_ms = now;
-    j->next = r->jobs;
-    if (r->jobs)
-        r->jobs->prev = j;
-    r->jobs = j;
+    list_push_front(&r->jobs, &j->node);
     r->active++;
     metrics_set(r->workers, "pod", (double)r->active);
     if (core_reconcile(r->core, key, &j->plan, err, sizeof err) != 0) {
