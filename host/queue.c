@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "heap.h"
 #include "metrics.h"
 
 enum state { IDLE, READY, DELAYED, PROCESSING };
@@ -20,12 +21,10 @@ struct item {
     struct item *hnext;  /* hash chain */
     struct item *fnext;  /* ready FIFO */
     uint64_t hash;
-    uint64_t seq;        /* heap tie-break: earlier insertion first */
-    int64_t due;         /* DELAYED: when it becomes ready */
+    struct heap_node hn; /* DELAYED: keyed by when it becomes ready */
     int64_t since;       /* READY: when it became ready; PROCESSING: popped */
     int64_t again;       /* PROCESSING: when to come back after done, or
                             INT64_MAX when it was not added meanwhile */
-    size_t heap_pos;
     unsigned failures;
     enum state state;
     char key[];
@@ -43,9 +42,7 @@ struct queue {
     struct item *head, *tail; /* ready FIFO */
     size_t nready;
 
-    struct item **heap;
-    size_t nheap, heap_cap;
-    uint64_t seq;
+    struct heap delayed;
 
     size_t nprocessing;
 
@@ -113,7 +110,7 @@ void queue_free(struct queue *q)
         }
     }
     free(q->buckets);
-    free(q->heap);
+    heap_release(&q->delayed);
     free(q->name);
     free(q);
 }
@@ -195,79 +192,6 @@ static void release_if_idle(struct queue *q, struct item *it)
     }
 }
 
-/* --- delayed keys: min-heap on (due, seq) ------------------------------- */
-
-static bool before(const struct item *a, const struct item *b)
-{
-    return a->due < b->due || (a->due == b->due && a->seq < b->seq);
-}
-
-static void heap_place(struct queue *q, size_t i, struct item *it)
-{
-    q->heap[i] = it;
-    it->heap_pos = i;
-}
-
-static void sift_up(struct queue *q, size_t i)
-{
-    struct item *it = q->heap[i];
-
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!before(it, q->heap[parent]))
-            break;
-        heap_place(q, i, q->heap[parent]);
-        i = parent;
-    }
-    heap_place(q, i, it);
-}
-
-static void sift_down(struct queue *q, size_t i)
-{
-    struct item *it = q->heap[i];
-
-    for (;;) {
-        size_t child = 2 * i + 1;
-        if (child >= q->nheap)
-            break;
-        if (child + 1 < q->nheap && before(q->heap[child + 1], q->heap[child]))
-            child++;
-        if (!before(q->heap[child], it))
-            break;
-        heap_place(q, i, q->heap[child]);
-        i = child;
-    }
-    heap_place(q, i, it);
-}
-
-static int heap_push(struct queue *q, struct item *it)
-{
-    if (q->nheap == q->heap_cap) {
-        size_t cap = q->heap_cap ? q->heap_cap * 2 : 64;
-        struct item **h = realloc(q->heap, cap * sizeof *h);
-        if (h == NULL)
-            return -ENOMEM;
-        q->heap = h;
-        q->heap_cap = cap;
-    }
-    it->seq = q->seq++;
-    heap_place(q, q->nheap++, it);
-    sift_up(q, it->heap_pos);
-    return 0;
-}
-
-static void heap_remove(struct queue *q, struct item *it)
-{
-    size_t i = it->heap_pos;
-    struct item *last = q->heap[--q->nheap];
-
-    if (last == it)
-        return;
-    heap_place(q, i, last);
-    sift_up(q, i);
-    sift_down(q, last->heap_pos);
-}
-
 /* --- ready FIFO ------------------------------------------------------------ */
 
 static void publish_depth(struct queue *q)
@@ -295,10 +219,12 @@ static void make_ready(struct queue *q, struct item *it, int64_t since)
  * time keys became ready. */
 static void promote(struct queue *q, int64_t now)
 {
-    while (q->nheap > 0 && q->heap[0]->due <= now) {
-        struct item *it = q->heap[0];
-        heap_remove(q, it);
-        make_ready(q, it, it->due);
+    struct item *it;
+
+    while ((it = heap_entry(heap_top(&q->delayed), struct item, hn)) != NULL &&
+           it->hn.key <= now) {
+        heap_remove(&q->delayed, &it->hn);
+        make_ready(q, it, it->hn.key);
     }
 }
 
@@ -314,14 +240,13 @@ static int schedule(struct queue *q, struct item *it, int64_t at, int64_t now)
     case READY:
         return 0;
     case DELAYED:
-        if (at >= it->due)
+        if (at >= it->hn.key)
             return 0;
         if (at <= now) {
-            heap_remove(q, it);
+            heap_remove(&q->delayed, &it->hn);
             make_ready(q, it, now);
         } else {
-            it->due = at;
-            sift_up(q, it->heap_pos);
+            heap_update(&q->delayed, &it->hn, at);
         }
         return 0;
     case IDLE:
@@ -329,9 +254,8 @@ static int schedule(struct queue *q, struct item *it, int64_t at, int64_t now)
             make_ready(q, it, now);
             return 0;
         }
-        it->due = at;
         it->state = DELAYED;
-        if (heap_push(q, it) != 0) {
+        if (heap_push(&q->delayed, &it->hn, at) != 0) {
             it->state = IDLE;
             release_if_idle(q, it);
             return -ENOMEM;
@@ -454,7 +378,9 @@ unsigned queue_failures(const struct queue *q, const char *key)
 
 int64_t queue_next_deadline(const struct queue *q)
 {
-    return q->nheap > 0 ? q->heap[0]->due : INT64_MAX;
+    const struct heap_node *top = heap_top(&q->delayed);
+
+    return top ? top->key : INT64_MAX;
 }
 
 size_t queue_ready(const struct queue *q)
@@ -464,7 +390,7 @@ size_t queue_ready(const struct queue *q)
 
 size_t queue_len(const struct queue *q)
 {
-    return q->nready + q->nheap;
+    return q->nready + q->delayed.n;
 }
 
 size_t queue_processing(const struct queue *q)
