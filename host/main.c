@@ -24,6 +24,7 @@
 #include "core.h"
 #include "dirwatch.h"
 #include "events.h"
+#include "file.h"
 #include "kube.h"
 #include "kubeconfig.h"
 #include "leader.h"
@@ -45,6 +46,7 @@
 #define RELOAD_DEBOUNCE_MS 300
 #define VALIDATE_SLICE_MS 20        /* validation work between two loop turns */
 #define STATS_EVERY_MS 1000
+#define POD_FILE_MAX ((size_t)16 << 20)  /* a pod given to `render` */
 #define RELEASE_WAIT_MS 3000        /* for the API server to take the Lease back */
 
 /* Test-only: a directory standing in for "/" when the service-account files
@@ -590,43 +592,6 @@ out:
     return rc;
 }
 
-/* Reads a whole file; NULL with errno on failure. */
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    char *buf = NULL;
-    size_t cap = 0, n = 0;
-    while (true) {
-        if (n + 4096 + 1 > cap) {
-            cap = cap ? cap * 2 : 8192;
-            char *nb = realloc(buf, cap);
-            if (nb == NULL) {
-                free(buf);
-                fclose(f);
-                errno = ENOMEM;
-                return NULL;
-            }
-            buf = nb;
-        }
-        size_t got = fread(buf + n, 1, 4096, f);
-        n += got;
-        if (got < 4096)
-            break;
-    }
-    bool bad = ferror(f) != 0;
-    fclose(f);
-    if (bad) {
-        free(buf);
-        errno = EIO;
-        return NULL;
-    }
-    buf[n] = '\0';
-    *len = n;
-    return buf;
-}
-
 static int render(struct config *cfg)
 {
     char err[4096];
@@ -639,7 +604,7 @@ static int render(struct config *cfg)
         fprintf(stderr, "envoy-router render: --pod FILE is required\n");
         return 2;
     }
-    if ((text = read_file(cfg->pod_file, &len)) == NULL) {
+    if ((text = file_read(cfg->pod_file, POD_FILE_MAX, &len)) == NULL) {
         fprintf(stderr, "envoy-router render: cannot read %s: %s\n", cfg->pod_file, strerror(errno));
         return 1;
     }

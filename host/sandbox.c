@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "embedded.h"
+#include "file.h"
 #include "log.h"
 #include "metrics.h"
 #include "luaval.h"
@@ -384,33 +385,39 @@ static int traceback(lua_State *L)
     return 1;
 }
 
+struct span {
+    const char *p;
+    size_t n;
+};
+
+static int push_span(lua_State *L)
+{
+    const struct span *sp = lua_touserdata(L, 1);
+    lua_pushlstring(L, sp->p, sp->n);
+    return 1;
+}
+
 /* Reads a whole file into a new Lua string on the stack. Returns 1 when
  * pushed, 0 when the file does not exist, raises on other errors. */
 static int push_file(lua_State *L, const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
+    size_t n = 0;
+    char *text = file_read(path, MAX_SCRIPT_BYTES, &n);
+    if (text == NULL) {
         if (errno == ENOENT || errno == ENOTDIR)
             return 0;
-        return luaL_error(L, "cannot open %s: %s", path, strerror(errno));
-    }
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    size_t total = 0, n;
-    char chunk[4096];
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
-        total += n;
-        if (total > MAX_SCRIPT_BYTES) {
-            fclose(f);
+        if (errno == EFBIG)
             return luaL_error(L, "%s is larger than %d bytes", path, MAX_SCRIPT_BYTES);
-        }
-        luaL_addlstring(&b, chunk, n);
+        return luaL_error(L, "cannot read %s: %s", path, strerror(errno));
     }
-    bool bad = ferror(f) != 0;
-    fclose(f);
-    if (bad)
-        return luaL_error(L, "cannot read %s", path);
-    luaL_pushresult(&b);
+    /* Copied in under a pcall: a memory error must not leak the text. */
+    struct span sp = {text, n};
+    lua_pushcfunction(L, push_span);
+    lua_pushlightuserdata(L, &sp);
+    int rc = lua_pcall(L, 1, 1, 0);
+    free(text);
+    if (rc != LUA_OK)
+        return lua_error(L);
     return 1;
 }
 

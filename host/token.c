@@ -7,35 +7,14 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "file.h"
+
 struct token {
     char *file;
     char *value;                 /* current token or NULL */
     struct stat st;              /* of the file when last read */
     int64_t checked_ms;
 };
-
-static char *read_small_file(const char *path, size_t max, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    size_t n = 0;
-
-    if (!f)
-        return NULL;
-    buf = malloc(max + 1);
-    if (buf)
-        n = fread(buf, 1, max + 1, f);
-    if (!buf || ferror(f) || n > max) {
-        free(buf);
-        fclose(f);
-        errno = buf ? EFBIG : ENOMEM;
-        return NULL;
-    }
-    fclose(f);
-    buf[n] = '\0';
-    *len = n;
-    return buf;
-}
 
 static bool same_file(const struct stat *a, const struct stat *b)
 {
@@ -58,7 +37,7 @@ int token_refresh(struct token *t, bool force, int64_t now_ms)
         return -errno;
     if (!force && t->value && same_file(&st, &t->st))
         return 0;
-    v = read_small_file(t->file, TOKEN_MAX, &n);
+    v = file_read(t->file, TOKEN_MAX, &n);
     if (!v)
         return -errno;
     while (n > 0 && (v[n - 1] == '\n' || v[n - 1] == '\r' || v[n - 1] == ' ' ||
