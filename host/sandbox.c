@@ -14,6 +14,7 @@
 #include "file.h"
 #include "log.h"
 #include "metrics.h"
+#include "luacall.h"
 #include "luaval.h"
 #include "selector.h"
 
@@ -376,15 +377,6 @@ static void disarm(struct sandbox *s)
     lua_sethook(s->L, NULL, 0, 0);
 }
 
-static int traceback(lua_State *L)
-{
-    const char *msg = lua_tostring(L, 1);
-    if (msg == NULL)
-        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-    luaL_traceback(L, L, msg, 1);
-    return 1;
-}
-
 struct span {
     const char *p;
     size_t n;
@@ -731,12 +723,6 @@ static int load_router(lua_State *L)
     return 1;
 }
 
-static void copy_msg(lua_State *L, int idx, char *msg, size_t len)
-{
-    const char *m = lua_tostring(L, idx);
-    snprintf(msg, len, "%s", m ? m : "(error without a message)");
-}
-
 struct sandbox *sandbox_new(const char *dir, const struct config *cfg,
                             const struct sandbox_limits *lim, char *err, size_t errlen)
 {
@@ -761,20 +747,15 @@ struct sandbox *sandbox_new(const char *dir, const struct config *cfg,
     lua_State *L = s->L;
     lua_pushlightuserdata(L, s);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &sandbox_key);
-    lua_pushcfunction(L, traceback);                        /* tb */
     lua_pushcfunction(L, setup);
-    if (lua_pcall(L, 0, 0, 1) != LUA_OK) {
-        copy_msg(L, -1, err, errlen);
+    if (luacall_protected(L, 0, 0, err, errlen) != LUA_OK)
         goto fail;
-    }
     lua_pushcfunction(L, load_router);
     arm(s);
-    int rc = lua_pcall(L, 0, 1, 1);
+    int rc = luacall_protected(L, 0, 1, err, errlen);
     disarm(s);
-    if (rc != LUA_OK) {
-        copy_msg(L, -1, err, errlen);
+    if (rc != LUA_OK)
         goto fail;
-    }
     lua_getfield(L, -1, "selector");
     s->selector = strdup(lua_tostring(L, -1));
     lua_pop(L, 1);
@@ -905,28 +886,27 @@ int sandbox_children(struct sandbox *s, lua_State *L, int pod_idx, char *msg, si
     struct call c = {s, L, lua_absindex(L, pod_idx)};
     int ret = -1;
     lua_settop(S, 0);
-    lua_pushcfunction(S, traceback);                        /* 1 tb */
     lua_pushcfunction(S, call_children);
     lua_pushlightuserdata(S, &c);
     arm(s);
-    int rc = lua_pcall(S, 1, 2, 1);                         /* 1 tb, 2 r1, 3 r2 */
+    int rc = luacall_protected(S, 1, 2, msg, msglen);       /* 1 r1, 2 r2 */
     disarm(s);
     if (rc != LUA_OK) {
-        copy_msg(S, -1, msg, msglen);
-    } else if (lua_isnil(S, 2)) {
-        const char *why = lua_tostring(S, 3);
+        /* msg already holds the error with its traceback */
+    } else if (lua_isnil(S, 1)) {
+        const char *why = lua_tostring(S, 2);
         snprintf(msg, msglen, "%s", why ? why : "no reason given");
         lua_pushnil(L);
         ret = 0;
-    } else if (lua_istable(S, 2)) {
-        if (luaval_copy(S, 2, L, &output_limits, msg, msglen) == 0)
+    } else if (lua_istable(S, 1)) {
+        if (luaval_copy(S, 1, L, &output_limits, msg, msglen) == 0)
             ret = 1;
         else
             snprintf(msg + strlen(msg), msglen - strlen(msg), " (children() output; at most %u "
                      "values, %u bytes)", SANDBOX_MAX_OUTPUT_NODES, SANDBOX_MAX_OUTPUT_BYTES);
     } else {
         snprintf(msg, msglen, "children() returned a %s; want a list of objects, "
-                 "or nil and a reason", luaL_typename(S, 2));
+                 "or nil and a reason", luaL_typename(S, 1));
     }
     lua_settop(S, 0);
     if (ret < 0)
