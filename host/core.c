@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dup.h"
 #include "embedded.h"
 #include "kubepath.h"
 #include "luacall.h"
@@ -274,11 +275,8 @@ static char *dup_field(lua_State *L, int idx, const char *field, size_t *len)
     lua_getfield(L, idx, field);
     size_t n = 0;
     const char *s = lua_tolstring(L, -1, &n);
-    if (s != NULL && (out = malloc(n + 1)) != NULL) {
-        memcpy(out, s, n + 1);
-        if (len)
-            *len = n;
-    }
+    if ((out = dup_mem(s, n)) != NULL && len)
+        *len = n;
     lua_pop(L, 1);
     return out;
 }

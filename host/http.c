@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "dup.h"
 #include "list.h"
 
 /* Easy handles kept after use: each keeps its DNS and TLS state warm. */
@@ -72,20 +73,6 @@ static void move_to(struct http_xfer *x, enum xfer_state s)
     list_push(state_list(x->h, s), &x->node);
 }
 
-static char *dup_blob(const char *p, size_t n)
-{
-    char *d;
-
-    if (!p)
-        return NULL;
-    d = malloc(n + 1);
-    if (d) {
-        memcpy(d, p, n);
-        d[n] = '\0';
-    }
-    return d;
-}
-
 bool http_has_http2(void)
 {
     const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
@@ -115,9 +102,9 @@ struct http *http_new(const struct http_tls *tls, const char *user_agent,
     if (!h->multi || !h->share || !h->user_agent)
         goto oom;
     if (tls) {
-        h->ca = dup_blob(tls->ca, tls->ca_len);
-        h->cert = dup_blob(tls->cert, tls->cert_len);
-        h->key = dup_blob(tls->key, tls->key_len);
+        h->ca = dup_mem(tls->ca, tls->ca_len);
+        h->cert = dup_mem(tls->cert, tls->cert_len);
+        h->key = dup_mem(tls->key, tls->key_len);
         if ((tls->ca && !h->ca) || (tls->cert && !h->cert) || (tls->key && !h->key))
             goto oom;
         h->ca_len = tls->ca_len;

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dup.h"
 #include "http.h"
 #include "list.h"
 #include "log.h"
@@ -512,14 +513,12 @@ static struct kube_call *request(struct kube *k, const char *method, const char 
     if (!c)
         return NULL;
     if (body) {
-        c->body = malloc(len + 1);
+        c->body = dup_mem(body, len);
         c->content_type = strdup(content_type ? content_type : "application/json");
         if (!c->body || !c->content_type) {
             call_free(c);
             return NULL;
         }
-        memcpy(c->body, body, len);
-        c->body[len] = '\0';
         c->len = len;
     }
     c->state = C_QUEUED;

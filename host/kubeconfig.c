@@ -10,6 +10,7 @@
 #include <strings.h>
 #include <yaml.h>
 
+#include "dup.h"
 #include "file.h"
 
 #define FILE_MAX ((size_t)4 << 20)   /* a kubeconfig, a CA bundle, a key */
@@ -270,18 +271,6 @@ static int parse_bool(struct kc *kc, const yaml_node_t *map, const char *key, co
     return -1;
 }
 
-static char *dup_or_null(const char *s, bool *oom)
-{
-    char *d;
-
-    if (!s)
-        return NULL;
-    d = strdup(s);
-    if (!d)
-        *oom = true;
-    return d;
-}
-
 static bool valid_server(const char *s)
 {
     return strncmp(s, "https://", 8) == 0 || strncmp(s, "http://", 7) == 0;
@@ -345,8 +334,8 @@ static int fill(struct kc *kc, const char *context, struct kube_auth *a)
                 server);
         return -1;
     }
-    a->server = dup_or_null(server, &oom);
-    a->namespace = ns && *ns ? dup_or_null(ns, &oom) : NULL;
+    a->server = dup_str(server, &oom);
+    a->namespace = ns && *ns ? dup_str(ns, &oom) : NULL;
     if (oom)
         goto nomem;
     n = strlen(a->server);
@@ -372,7 +361,7 @@ static int fill(struct kc *kc, const char *context, struct kube_auth *a)
                 user_name);
         return -1;
     }
-    a->token = token && *token ? dup_or_null(token, &oom) : NULL;
+    a->token = token && *token ? dup_str(token, &oom) : NULL;
     if (token_file && *token_file && !(a->token_file = resolve(kc, token_file)))
         oom = true;
     if (oom)
