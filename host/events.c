@@ -250,39 +250,26 @@ static void log_failure(const char *what, const struct entry *x, const struct ku
            "status", status, "error", r->error ? r->error : r->body, NULL);
 }
 
-static void on_created(void *arg, const struct kube_response *r)
+/* A write of x ended: its create (POST) while x is not created yet, else an
+ * update of its count (PATCH). */
+static void on_written(void *arg, const struct kube_response *r)
 {
     struct entry *x = arg;
     struct events *e = x->e;
+    bool creating = !x->created;
     x->call = NULL;
-    if (r->status == 201 || r->status == 200) {
+    if (r->status == 200 || (creating && r->status == 201)) {
         x->created = true;
         x->written = x->sending;
-        metrics_add(e->m_total, "created", 1);
-        defer_update(e, x);
-        return;
-    }
-    /* The next report starts afresh. */
-    metrics_add(e->m_total, "failed", 1);
-    log_failure("events: creating an Event failed", x, r);
-    drop(e, x);
-}
-
-static void on_patched(void *arg, const struct kube_response *r)
-{
-    struct entry *x = arg;
-    struct events *e = x->e;
-    x->call = NULL;
-    if (r->status == 200) {
-        x->written = x->sending;
-        metrics_add(e->m_total, "updated", 1);
+        metrics_add(e->m_total, creating ? "created" : "updated", 1);
         defer_update(e, x);
         return;
     }
     metrics_add(e->m_total, "failed", 1);
-    log_failure("events: updating an Event failed", x, r);
-    if (r->status == 404) {
-        drop(e, x);                 /* deleted meanwhile: the next report creates anew */
+    log_failure(creating ? "events: creating an Event failed"
+                         : "events: updating an Event failed", x, r);
+    if (creating || r->status == 404) {
+        drop(e, x);                 /* the next report starts afresh, creating anew */
         return;
     }
     defer_update(e, x);             /* try again after another interval */
@@ -321,7 +308,7 @@ static void send_update(struct events *e, struct entry *x)
     x->sending = x->seen;
     x->last_write_ms = now;
     x->call = e->tr.request(e->tr.arg, "PATCH", path, "application/merge-patch+json", body, len,
-                            on_patched, x);
+                            on_written, x);
     free(body);
 }
 
@@ -400,7 +387,7 @@ void events_report(struct events *e, const char *ns, const char *pod, const char
     list_push(&e->lru, &x->lru);
     e->n++;
     x->sending = x->seen;
-    x->call = e->tr.request(e->tr.arg, "POST", path, NULL, body, len, on_created, x);
+    x->call = e->tr.request(e->tr.arg, "POST", path, NULL, body, len, on_written, x);
     free(body);
     if (x->call == NULL)
         drop(e, x);

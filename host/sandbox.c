@@ -620,6 +620,32 @@ static int undeclared_field(lua_State *L)
 }
 
 /* Runs in protected mode: opens the allowed libraries and trims _G. */
+/* Functions replaced by a closure over the original: the script's pcall
+ * cannot swallow a spent budget, setmetatable is guarded, and the C functions
+ * that loop where the count hook cannot see them are charged for their work.
+ * lib NULL: a global. extra: the booleans wrap() passes on. */
+static const struct wrapped {
+    const char *lib, *name;
+    lua_CFunction fn;
+    int nextra;
+    bool extra[2];
+} wrapped[] = {
+    {NULL, "pcall", guarded_pcall, 0, {false, false}},
+    {NULL, "xpcall", guarded_pcall, 0, {false, false}},
+    {NULL, "setmetatable", guarded_setmetatable, 0, {false, false}},
+    {"string", "find", bounded_pattern, 2, {true, true}},
+    {"string", "match", bounded_pattern, 2, {true, false}},
+    {"string", "gsub", bounded_pattern, 2, {true, false}},
+    {"string", "gmatch", bounded_pattern, 2, {false, false}},
+    {"string", "rep", charged_rep, 0, {false, false}},
+    {"table", "move", charged_move, 0, {false, false}},
+    {"table", "insert", charged_insert, 0, {false, false}},
+    {"table", "remove", charged_remove, 0, {false, false}},
+    {"table", "concat", charged_concat, 0, {false, false}},
+    {"table", "sort", charged_sort, 0, {false, false}},
+    {NULL, NULL, NULL, 0, {false, false}},
+};
+
 static int setup(lua_State *L)
 {
     static const luaL_Reg libs[] = {
@@ -657,32 +683,15 @@ static int setup(lua_State *L)
      * functions of Debian's build are not on it. */
     for (const struct lib_fields *lf = allowed_fields; lf->lib; lf++)
         trim_library(L, lf);
-    static const char *const guarded[] = {"pcall", "xpcall"};
-    for (size_t i = 0; i < 2; i++) {
-        lua_getfield(L, 1, guarded[i]);
-        lua_pushcclosure(L, guarded_pcall, 1);
-        lua_setfield(L, 1, guarded[i]);
+    for (const struct wrapped *w = wrapped; w->name; w++) {
+        int lib = 1;
+        if (w->lib != NULL) {
+            lua_getfield(L, 1, w->lib);                     /* G lib */
+            lib = 2;
+        }
+        wrap(L, lib, w->name, w->fn, w->nextra, w->extra);
+        lua_settop(L, 1);                                   /* G */
     }
-    lua_getfield(L, 1, "setmetatable");
-    lua_pushcclosure(L, guarded_setmetatable, 1);
-    lua_setfield(L, 1, "setmetatable");
-    /* C functions that loop where the count hook cannot see them. */
-    lua_getfield(L, 1, "string");                           /* G string */
-    static const bool find[2] = {true, true}, match[2] = {true, false},
-                      gmatch[2] = {false, false};
-    wrap(L, 2, "find", bounded_pattern, 2, find);
-    wrap(L, 2, "match", bounded_pattern, 2, match);
-    wrap(L, 2, "gsub", bounded_pattern, 2, match);
-    wrap(L, 2, "gmatch", bounded_pattern, 2, gmatch);
-    wrap(L, 2, "rep", charged_rep, 0, NULL);
-    lua_pop(L, 1);
-    lua_getfield(L, 1, "table");                            /* G table */
-    wrap(L, 2, "move", charged_move, 0, NULL);
-    wrap(L, 2, "insert", charged_insert, 0, NULL);
-    wrap(L, 2, "remove", charged_remove, 0, NULL);
-    wrap(L, 2, "concat", charged_concat, 0, NULL);
-    wrap(L, 2, "sort", charged_sort, 0, NULL);
-    lua_pop(L, 1);
     lua_pushcfunction(L, sandbox_require);
     lua_setfield(L, 1, "require");
     lua_newtable(L);

@@ -134,6 +134,11 @@ static double dropped(void)
     return metrics_value(metrics_counter("envoy_router_events_dropped_total", "", NULL), NULL);
 }
 
+static double written(const char *result)
+{
+    return metrics_value(metrics_counter("envoy_router_events_total", "", "result"), result);
+}
+
 /* --- tests ---------------------------------------------------------------------------- */
 
 static void test_bucket(void **state)
@@ -237,6 +242,9 @@ static void test_repeats_update_the_count_once_a_minute(void **state)
     answer(2, 200);
     assert_int_equal(events_tracked(f->e), 1);
     assert_int_equal(dropped(), 0);
+    assert_int_equal(written("created"), 1);
+    assert_int_equal(written("updated"), 2);
+    assert_int_equal(written("failed"), 0);
 }
 
 static void test_repeats_while_creating(void **state)
