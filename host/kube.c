@@ -58,10 +58,10 @@ struct kube {
     char *server;
     struct token *token;            /* fixed, or a file re-read as it rotates */
     struct kube_options o;
-    struct list queued;            /* FIFO waiting for a slot */
-    struct list waiting;           /* backing off before a retry */
-    struct list active;            /* in flight (calls and watches) */
-    struct list failed;            /* could not start; done runs in perform */
+    struct list queued;             /* FIFO waiting for a slot */
+    struct list waiting;            /* backing off before a retry */
+    struct list active;             /* in flight (calls and watches) */
+    struct list failed;             /* could not start; done runs in perform */
     unsigned in_flight;             /* ordinary calls in flight */
     unsigned urgent_in_flight;      /* urgent calls in flight (own slots) */
     size_t pending;                 /* ordinary calls not finished */

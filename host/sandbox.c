@@ -619,7 +619,6 @@ static int undeclared_field(lua_State *L)
     return 0;
 }
 
-/* Runs in protected mode: opens the allowed libraries and trims _G. */
 /* Functions replaced by a closure over the original: the script's pcall
  * cannot swallow a spent budget, setmetatable is guarded, and the C functions
  * that loop where the count hook cannot see them are charged for their work.
@@ -646,6 +645,7 @@ static const struct wrapped {
     {NULL, NULL, NULL, 0, {false, false}},
 };
 
+/* Runs in protected mode: opens the allowed libraries and trims _G. */
 static int setup(lua_State *L)
 {
     static const luaL_Reg libs[] = {
