@@ -10,20 +10,19 @@
 #include <string.h>
 #include <time.h>
 
+#include "hash.h"
 #include "jsonbuf.h"
 #include "list.h"
 #include "log.h"
 #include "metrics.h"
 
-#define NBUCKETS 1024               /* hash chains (power of two) */
 #define MESSAGE_MAX 1024            /* bytes of message sent (client-go's limit) */
 #define NAME_MAX_LEN 253            /* a DNS subdomain */
 
 struct entry {
     struct events *e;
-    struct entry *hnext;            /* hash chain */
+    struct hash_node hn;            /* in the table by uid, reason, message */
     struct list_node lru;           /* by last_seen_ms, oldest first */
-    uint64_t hash;
     char *uid, *reason, *message, *ns, *pod;
     char name[NAME_MAX_LEN + 1];    /* of the Event */
     unsigned seen;                  /* occurrences so far */
@@ -42,11 +41,11 @@ struct events {
     double (*wall)(void);
     char *component, *instance;
     int64_t window_ms, update_ms;
-    size_t max_entries, n;
+    size_t max_entries;
     bool enabled;
     uint64_t seq;
     struct events_bucket bucket;
-    struct entry *table[NBUCKETS];
+    struct hash table;
     struct list lru;                /* entries, oldest at the head */
     struct metric *m_dropped, *m_total;
 };
@@ -156,23 +155,22 @@ static char *patch_body(const struct entry *x, unsigned count, size_t *len)
 
 static uint64_t hash3(const char *a, const char *b, const char *c)
 {
-    uint64_t h = 1469598103934665603ULL;     /* FNV-1a */
     const char *parts[3] = {a, b, c};
-    for (int i = 0; i < 3; i++) {
-        for (const unsigned char *p = (const unsigned char *)parts[i]; *p; p++)
-            h = (h ^ *p) * 1099511628211ULL;
-        h = (h ^ 0xff) * 1099511628211ULL;  /* separator */
-    }
+    uint64_t h = HASH_SEED;
+    for (int i = 0; i < 3; i++)
+        h = hash_str(hash_str(h, parts[i]), "\xff");   /* a separator */
     return h;
 }
 
 static struct entry *find(struct events *e, uint64_t h, const char *uid, const char *reason,
                           const char *message)
 {
-    for (struct entry *x = e->table[h & (NBUCKETS - 1)]; x; x = x->hnext)
-        if (x->hash == h && strcmp(x->uid, uid) == 0 && strcmp(x->reason, reason) == 0 &&
+    for (struct hash_node *n = hash_first(&e->table, h); n; n = hash_next(n)) {
+        struct entry *x = hash_entry(n, struct entry, hn);
+        if (strcmp(x->uid, uid) == 0 && strcmp(x->reason, reason) == 0 &&
             strcmp(x->message, message) == 0)
             return x;
+    }
     return NULL;
 }
 
@@ -195,16 +193,12 @@ static void entry_free(struct entry *x)
 /* Forgets an entry: cancels what it has going. */
 static void drop(struct events *e, struct entry *x)
 {
-    struct entry **pp = &e->table[x->hash & (NBUCKETS - 1)];
-    while (*pp != x)
-        pp = &(*pp)->hnext;
-    *pp = x->hnext;
+    hash_remove(&e->table, &x->hn);
     list_unlink(&e->lru, &x->lru);
     if (x->call)
         e->tr.cancel(e->tr.arg, x->call);
     if (x->timer)
         timers_cancel(e->timers, x->timer);
-    e->n--;
     entry_free(x);
 }
 
@@ -214,7 +208,7 @@ static void expire(struct events *e, int64_t now)
 {
     struct entry *x;
 
-    while ((x = oldest(e)) && (now - x->last_seen_ms > e->window_ms || e->n >= e->max_entries))
+    while ((x = oldest(e)) && (now - x->last_seen_ms > e->window_ms || e->table.n >= e->max_entries))
         drop(e, x);
 }
 
@@ -356,7 +350,6 @@ void events_report(struct events *e, const char *ns, const char *pod, const char
     if ((x = calloc(1, sizeof *x)) == NULL)
         return;
     x->e = e;
-    x->hash = h;
     x->uid = xstrdup(uid, &oom);
     x->reason = xstrdup(reason, &oom);
     x->message = xstrdup(message, &oom);
@@ -382,10 +375,8 @@ void events_report(struct events *e, const char *ns, const char *pod, const char
         entry_free(x);
         return;
     }
-    x->hnext = e->table[h & (NBUCKETS - 1)];
-    e->table[h & (NBUCKETS - 1)] = x;
+    hash_add(&e->table, &x->hn, h);
     list_push(&e->lru, &x->lru);
-    e->n++;
     x->sending = x->seen;
     x->call = e->tr.request(e->tr.arg, "POST", path, NULL, body, len, on_written, x);
     free(body);
@@ -408,7 +399,7 @@ struct events *events_new(struct kube *k, struct timers *t, const struct events_
     e->wall = o->wall ? o->wall : clock_wall;
     e->component = strdup(o->component);
     e->instance = strdup(o->instance);
-    if (!e->component || !e->instance) {
+    if (!e->component || !e->instance || hash_init(&e->table, 1024) != 0) {
         events_free(e);
         return NULL;
     }
@@ -436,6 +427,7 @@ void events_free(struct events *e)
         return;
     while (!list_empty(&e->lru))
         drop(e, oldest(e));
+    hash_release(&e->table, NULL);
     free(e->component);
     free(e->instance);
     free(e);
@@ -449,5 +441,5 @@ void events_set_enabled(struct events *e, bool enabled)
 
 size_t events_tracked(const struct events *e)
 {
-    return e ? e->n : 0;
+    return e ? e->table.n : 0;
 }

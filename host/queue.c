@@ -12,15 +12,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hash.h"
 #include "heap.h"
 #include "metrics.h"
 
 enum state { IDLE, READY, DELAYED, PROCESSING };
 
+#define ITEM(n) hash_entry(n, struct item, hn_key)
+
 struct item {
-    struct item *hnext;  /* hash chain */
+    struct hash_node hn_key; /* in the table by key */
     struct item *fnext;  /* ready FIFO */
-    uint64_t hash;
     struct heap_node hn; /* DELAYED: keyed by when it becomes ready */
     int64_t since;       /* READY: when it became ready; PROCESSING: popped */
     int64_t again;       /* PROCESSING: when to come back after done, or
@@ -35,9 +37,7 @@ struct queue {
     int64_t base_ms;
     int64_t max_ms;
 
-    struct item **buckets;   /* power-of-two count */
-    size_t nbuckets;
-    size_t nitems;
+    struct hash items;       /* by key */
 
     struct item *head, *tail; /* ready FIFO */
     size_t nready;
@@ -49,17 +49,6 @@ struct queue {
     struct metric *m_depth, *m_adds, *m_retries, *m_wait, *m_work;
 };
 
-static uint64_t hash_key(const char *s)
-{
-    uint64_t h = 14695981039346656037ULL; /* FNV-1a */
-
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ULL;
-    }
-    return h;
-}
-
 struct queue *queue_new(const char *name, int64_t base_ms, int64_t max_ms)
 {
     struct queue *q = calloc(1, sizeof *q);
@@ -67,9 +56,7 @@ struct queue *queue_new(const char *name, int64_t base_ms, int64_t max_ms)
     if (q == NULL)
         return NULL;
     q->name = strdup(name ? name : "");
-    q->nbuckets = 64;
-    q->buckets = calloc(q->nbuckets, sizeof *q->buckets);
-    if (q->name == NULL || q->buckets == NULL)
+    if (q->name == NULL || hash_init(&q->items, 64) != 0)
         goto fail;
     q->base_ms = base_ms > 0 ? base_ms : 0;
     q->max_ms = max_ms > q->base_ms ? max_ms : q->base_ms;
@@ -97,19 +84,16 @@ fail:
     return NULL;
 }
 
+static void free_item(struct hash_node *n)
+{
+    free(ITEM(n));
+}
+
 void queue_free(struct queue *q)
 {
     if (q == NULL)
         return;
-    for (size_t i = 0; q->buckets != NULL && i < q->nbuckets; i++) {
-        struct item *it = q->buckets[i];
-        while (it != NULL) {
-            struct item *next = it->hnext;
-            free(it);
-            it = next;
-        }
-    }
-    free(q->buckets);
+    hash_release(&q->items, free_item);
     heap_release(&q->delayed);
     free(q->name);
     free(q);
@@ -119,42 +103,18 @@ void queue_free(struct queue *q)
 
 static struct item *find(const struct queue *q, const char *key)
 {
-    uint64_t h = hash_key(key);
+    uint64_t h = hash_str(HASH_SEED, key);
 
-    for (struct item *it = q->buckets[h & (q->nbuckets - 1)]; it; it = it->hnext)
-        if (it->hash == h && strcmp(it->key, key) == 0)
-            return it;
+    for (struct hash_node *n = hash_first(&q->items, h); n; n = hash_next(n))
+        if (strcmp(ITEM(n)->key, key) == 0)
+            return ITEM(n);
     return NULL;
-}
-
-/* Doubles the bucket array; on failure the table keeps working, only with
- * longer chains. */
-static void grow(struct queue *q)
-{
-    size_t n = q->nbuckets * 2;
-    struct item **b = calloc(n, sizeof *b);
-
-    if (b == NULL)
-        return;
-    for (size_t i = 0; i < q->nbuckets; i++) {
-        struct item *it = q->buckets[i];
-        while (it != NULL) {
-            struct item *next = it->hnext;
-            size_t j = it->hash & (n - 1);
-            it->hnext = b[j];
-            b[j] = it;
-            it = next;
-        }
-    }
-    free(q->buckets);
-    q->buckets = b;
-    q->nbuckets = n;
 }
 
 static struct item *find_or_create(struct queue *q, const char *key)
 {
     struct item *it = find(q, key);
-    size_t len, slot;
+    size_t len;
 
     if (it != NULL)
         return it;
@@ -163,33 +123,19 @@ static struct item *find_or_create(struct queue *q, const char *key)
     if (it == NULL)
         return NULL;
     memcpy(it->key, key, len + 1);
-    it->hash = hash_key(key);
     it->state = IDLE;
     it->again = INT64_MAX;
-    if (q->nitems >= q->nbuckets)
-        grow(q);
-    slot = it->hash & (q->nbuckets - 1);
-    it->hnext = q->buckets[slot];
-    q->buckets[slot] = it;
-    q->nitems++;
+    hash_add(&q->items, &it->hn_key, hash_str(HASH_SEED, key));
     return it;
 }
 
 /* Frees the record once nothing about the key is left to remember. */
 static void release_if_idle(struct queue *q, struct item *it)
 {
-    struct item **pp;
-
     if (it->state != IDLE || it->failures > 0)
         return;
-    for (pp = &q->buckets[it->hash & (q->nbuckets - 1)]; *pp; pp = &(*pp)->hnext) {
-        if (*pp == it) {
-            *pp = it->hnext;
-            q->nitems--;
-            free(it);
-            return;
-        }
-    }
+    hash_remove(&q->items, &it->hn_key);
+    free(it);
 }
 
 /* --- ready FIFO ------------------------------------------------------------ */

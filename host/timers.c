@@ -7,12 +7,13 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "hash.h"
 #include "heap.h"
 
 #define TIMER(n) heap_entry(n, struct timer, hn)
 
 struct timer {
-    struct timer *hnext;
+    struct hash_node hn_id; /* in the table by id */
     uint64_t id;
     struct heap_node hn;    /* keyed by the time it is due */
     timer_fn fn;
@@ -21,8 +22,7 @@ struct timer {
 
 struct timers {
     struct heap heap;
-    struct timer **buckets; /* power-of-two count */
-    size_t nbuckets;
+    struct hash ids;
     uint64_t next_id;
 };
 
@@ -48,9 +48,7 @@ struct timers *timers_new(void)
 
     if (t == NULL)
         return NULL;
-    t->nbuckets = 16;
-    t->buckets = calloc(t->nbuckets, sizeof *t->buckets);
-    if (t->buckets == NULL) {
+    if (hash_init(&t->ids, 16) != 0) {
         free(t);
         return NULL;
     }
@@ -65,60 +63,20 @@ void timers_free(struct timers *t)
     for (size_t i = 0; i < t->heap.n; i++)
         free(TIMER(t->heap.v[i]));
     heap_release(&t->heap);
-    free(t->buckets);
+    hash_release(&t->ids, NULL);
     free(t);
-}
-
-static size_t slot(const struct timers *t, uint64_t id)
-{
-    return (size_t)(id * 0x9E3779B97F4A7C15ULL >> 32) & (t->nbuckets - 1);
-}
-
-/* Doubles the id table; if that fails the old one keeps working. */
-static void grow_buckets(struct timers *t)
-{
-    struct timer **old = t->buckets;
-    size_t oldn = t->nbuckets;
-    struct timer **b = calloc(oldn * 2, sizeof *b);
-
-    if (b == NULL)
-        return;
-    t->buckets = b;
-    t->nbuckets = oldn * 2;
-    for (size_t i = 0; i < oldn; i++) {
-        struct timer *tm = old[i];
-        while (tm != NULL) {
-            struct timer *next = tm->hnext;
-            size_t s = slot(t, tm->id);
-            tm->hnext = b[s];
-            b[s] = tm;
-            tm = next;
-        }
-    }
-    free(old);
-}
-
-static void unlink_id(struct timers *t, struct timer *tm)
-{
-    for (struct timer **pp = &t->buckets[slot(t, tm->id)]; *pp; pp = &(*pp)->hnext) {
-        if (*pp == tm) {
-            *pp = tm->hnext;
-            return;
-        }
-    }
 }
 
 /* Takes tm out of the heap and the id table; the caller frees it. */
 static void detach(struct timers *t, struct timer *tm)
 {
-    unlink_id(t, tm);
+    hash_remove(&t->ids, &tm->hn_id);
     heap_remove(&t->heap, &tm->hn);
 }
 
 uint64_t timers_add(struct timers *t, int64_t at_ms, timer_fn fn, void *arg)
 {
     struct timer *tm = calloc(1, sizeof *tm);
-    size_t s;
 
     if (tm == NULL)
         return 0;
@@ -129,11 +87,7 @@ uint64_t timers_add(struct timers *t, int64_t at_ms, timer_fn fn, void *arg)
     tm->id = t->next_id++;
     tm->fn = fn;
     tm->arg = arg;
-    if (t->heap.n > t->nbuckets)
-        grow_buckets(t);
-    s = slot(t, tm->id);
-    tm->hnext = t->buckets[s];
-    t->buckets[s] = tm;
+    hash_add(&t->ids, &tm->hn_id, tm->id);
     return tm->id;
 }
 
@@ -141,12 +95,11 @@ void timers_cancel(struct timers *t, uint64_t id)
 {
     if (id == 0)
         return;
-    for (struct timer *tm = t->buckets[slot(t, id)]; tm; tm = tm->hnext) {
-        if (tm->id == id) {
-            detach(t, tm);
-            free(tm);
-            return;
-        }
+    struct timer *tm = hash_entry(hash_first(&t->ids, id), struct timer, hn_id);
+
+    if (tm != NULL) {
+        detach(t, tm);
+        free(tm);
     }
 }
 
