@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "dup.h"
 #include "hash.h"
 #include "jsonbuf.h"
 #include "list.h"
@@ -306,14 +307,6 @@ static void send_update(struct events *e, struct entry *x)
     free(body);
 }
 
-static char *xstrdup(const char *s, bool *oom)
-{
-    char *d = strdup(s ? s : "");
-    if (d == NULL)
-        *oom = true;
-    return d;
-}
-
 void events_report(struct events *e, const char *ns, const char *pod, const char *uid,
                    const char *reason, const char *message)
 {
@@ -350,11 +343,11 @@ void events_report(struct events *e, const char *ns, const char *pod, const char
     if ((x = calloc(1, sizeof *x)) == NULL)
         return;
     x->e = e;
-    x->uid = xstrdup(uid, &oom);
-    x->reason = xstrdup(reason, &oom);
-    x->message = xstrdup(message, &oom);
-    x->ns = xstrdup(ns, &oom);
-    x->pod = xstrdup(pod, &oom);
+    x->uid = dup_str(uid, &oom);
+    x->reason = dup_str(reason, &oom);
+    x->message = dup_str(message, &oom);
+    x->ns = dup_str(ns, &oom);
+    x->pod = dup_str(pod, &oom);
     if (oom) {
         entry_free(x);
         return;
