@@ -13,33 +13,17 @@
 #include <cmocka.h>
 
 #include "file.h"
-
-struct dir {
-    char path[64];
-    char file[128];
-};
+#include "tmpdir.h"
 
 static int setup(void **state)
 {
-    struct dir *d = calloc(1, sizeof *d);
-    if (d == NULL)
-        return -1;
-    snprintf(d->path, sizeof d->path, "/tmp/test_file.XXXXXX");
-    if (mkdtemp(d->path) == NULL) {
-        free(d);
-        return -1;
-    }
-    snprintf(d->file, sizeof d->file, "%s/f", d->path);
-    *state = d;
-    return 0;
+    *state = tmpdir_new("test_file.", "f");
+    return *state ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
-    struct dir *d = *state;
-    unlink(d->file);
-    rmdir(d->path);
-    free(d);
+    tmpdir_free(*state);
     return 0;
 }
 
@@ -65,7 +49,7 @@ static void check_pattern(const char *buf, size_t n)
  * a bound of exactly that size (fits) and one less (too big). */
 static void test_sizes_and_bound(void **state)
 {
-    struct dir *d = *state;
+    struct tmpdir *d = *state;
     static const size_t sizes[] = {0, 1, 2, 4095, 4096, 4097, 8191, 8192, 8193,
                                    16383, 16384, 16385, 100000};
 
@@ -94,7 +78,7 @@ static void test_sizes_and_bound(void **state)
 
 static void test_errors(void **state)
 {
-    struct dir *d = *state;
+    struct tmpdir *d = *state;
     size_t len = 5;
 
     errno = 0;

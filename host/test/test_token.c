@@ -15,36 +15,18 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tmpdir.h"
 #include "token.h"
-
-struct dir {
-    char path[32];
-    char file[64];
-};
 
 static int setup(void **state)
 {
-    struct dir *d = calloc(1, sizeof(*d));
-
-    if (!d)
-        return -1;
-    snprintf(d->path, sizeof(d->path), "/tmp/token-test-XXXXXX");
-    if (!mkdtemp(d->path)) {
-        free(d);
-        return -1;
-    }
-    snprintf(d->file, sizeof(d->file), "%s/token", d->path);
-    *state = d;
-    return 0;
+    *state = tmpdir_new("token-test-", "token");
+    return *state ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
-    struct dir *d = *state;
-
-    unlink(d->file);
-    rmdir(d->path);
-    free(d);
+    tmpdir_free(*state);
     return 0;
 }
 
@@ -84,7 +66,7 @@ static void test_fixed_token(void **state)
 
 static void test_file_wins_and_is_trimmed(void **state)
 {
-    struct dir *d = *state;
+    struct tmpdir *d = *state;
     char err[256];
     struct token *t;
 
@@ -98,7 +80,7 @@ static void test_file_wins_and_is_trimmed(void **state)
 
 static void test_rotation_seen_once_a_second(void **state)
 {
-    struct dir *d = *state;
+    struct tmpdir *d = *state;
     char err[256];
     struct token *t;
 
@@ -123,7 +105,7 @@ static void test_rotation_seen_once_a_second(void **state)
 
 static void test_bad_files_keep_the_old_token(void **state)
 {
-    struct dir *d = *state;
+    struct tmpdir *d = *state;
     char err[256], *big;
     struct token *t;
 
@@ -152,7 +134,7 @@ static void test_bad_files_keep_the_old_token(void **state)
 
 static void test_missing_file_is_an_error_at_start(void **state)
 {
-    struct dir *d = *state;
+    struct tmpdir *d = *state;
     char err[256];
 
     assert_null(token_new(d->file, "fallback", 0, err, sizeof(err)));
