@@ -86,7 +86,7 @@ test-valgrind: $(TEST_BIN) ## C unit tests under valgrind (memcheck, leaks)
 # short run `make test` does. Crashes land in build/fuzz/crash-<x>-*.
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := lines watch kubeconfig render http luaval
+FUZZ_TARGETS := lines watch kubeconfig render http luaval lease
 FUZZ_DIR     := build/fuzz
 FUZZ_CFLAGS  := -g -O1 -std=c11 -D_GNU_SOURCE -pthread -fno-omit-frame-pointer \
                 -fsanitize=address,undefined -fno-sanitize-recover=all \

@@ -10,8 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dup.h"
 #include "embedded.h"
-#include "kube.h"
+#include "kubepath.h"
+#include "luacall.h"
 #include "log.h"
 #include "names.h"
 #include "timers.h"
@@ -43,15 +45,6 @@ static struct core *core_of(lua_State *L)
     struct core *c = lua_touserdata(L, -1);
     lua_pop(L, 1);
     return c;
-}
-
-static int traceback(lua_State *L)
-{
-    const char *msg = lua_tostring(L, 1);
-    if (msg == NULL)
-        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-    luaL_traceback(L, L, msg, 1);
-    return 1;
 }
 
 /* host.enqueue(key) */
@@ -195,12 +188,6 @@ static int setup(lua_State *L)
     return 1;
 }
 
-static void copy_msg(lua_State *L, int idx, char *err, size_t errlen)
-{
-    const char *m = lua_tostring(L, idx);
-    snprintf(err, errlen, "%s", m ? m : "(error without a message)");
-}
-
 struct core *core_new(struct sandbox *sb, core_enqueue_fn enqueue, void *arg,
                       char *err, size_t errlen)
 {
@@ -216,10 +203,8 @@ struct core *core_new(struct sandbox *sb, core_enqueue_fn enqueue, void *arg,
     lua_State *L = c->L;
     lua_pushlightuserdata(L, c);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &core_key);
-    lua_pushcfunction(L, traceback);
     lua_pushcfunction(L, setup);
-    if (lua_pcall(L, 0, 1, 1) != LUA_OK) {
-        copy_msg(L, -1, err, errlen);
+    if (luacall_protected(L, 0, 1, err, errlen) != LUA_OK) {
         core_free(c);
         return NULL;
     }
@@ -258,15 +243,13 @@ void core_set_sandbox(struct core *c, struct sandbox *sb)
     c->sb = sb;
 }
 
-/* Pushes the traceback handler (index 1) and core.lua's function `fn`. */
+/* Pushes core.lua's module table (index 1) and its function `fn` (2). */
 static void prepare(struct core *c, const char *fn)
 {
     lua_State *L = c->L;
     lua_settop(L, 0);
-    lua_pushcfunction(L, traceback);
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->module_ref);
     lua_getfield(L, -1, fn);
-    lua_remove(L, -2);
 }
 
 /* core.lua failed inside a call whose caller cannot take an error: said
@@ -279,8 +262,7 @@ static void report(const char *fn, const char *err)
 /* Calls what prepare pushed with nargs arguments; results from index 2. */
 static int invoke(struct core *c, int nargs, int nresults, char *err, size_t errlen)
 {
-    if (lua_pcall(c->L, nargs, nresults, 1) != LUA_OK) {
-        copy_msg(c->L, -1, err, errlen);
+    if (luacall_protected(c->L, nargs, nresults, err, errlen) != LUA_OK) {
         lua_settop(c->L, 0);
         return -1;
     }
@@ -293,11 +275,8 @@ static char *dup_field(lua_State *L, int idx, const char *field, size_t *len)
     lua_getfield(L, idx, field);
     size_t n = 0;
     const char *s = lua_tolstring(L, -1, &n);
-    if (s != NULL && (out = malloc(n + 1)) != NULL) {
-        memcpy(out, s, n + 1);
-        if (len)
-            *len = n;
-    }
+    if ((out = dup_mem(s, n)) != NULL && len)
+        *len = n;
     lua_pop(L, 1);
     return out;
 }
@@ -317,7 +296,7 @@ int core_validate(struct core *c, struct sandbox *candidate, char *err, size_t e
     if (invoke(c, 0, 1, err, errlen) != 0) {
         rc = -1;
     } else if (!lua_isnil(c->L, 2)) {
-        copy_msg(c->L, 2, err, errlen);
+        luacall_message(c->L, 2, err, errlen);
         rc = -1;
     }
     lua_settop(c->L, 0);
@@ -354,7 +333,7 @@ int core_validate_step(struct core *c, struct sandbox *candidate, int64_t budget
             break;
         }
         if (state == NULL || strcmp(state, "failed") == 0) {
-            copy_msg(c->L, 3, err, errlen);
+            luacall_message(c->L, 3, err, errlen);
             rc = -1;
             break;
         }
@@ -419,7 +398,7 @@ int core_watch_event(struct core *c, const char *res, const char *line, size_t l
     *rv = dup_at(c->L, 3);
     if (lua_isinteger(c->L, 4)) {
         *code = (long)lua_tointeger(c->L, 4);
-        copy_msg(c->L, 5, err, errlen);
+        luacall_message(c->L, 5, err, errlen);
     }
     lua_settop(c->L, 0);
     return 0;
@@ -554,7 +533,7 @@ char *core_render(struct core *c, const char *pod_json, size_t len, char *err, s
         if ((out = dup_at(c->L, 2)) == NULL)
             snprintf(err, errlen, "out of memory");
     } else {
-        copy_msg(c->L, 3, err, errlen);
+        luacall_message(c->L, 3, err, errlen);
     }
     lua_settop(c->L, 0);
     return out;
@@ -570,9 +549,12 @@ int core_check(struct core *c, char *err, size_t errlen)
         return -1;
     }
     prepare(c, "check");
-    if (luaL_loadbufferx(c->L, f->data, f->len, "@host/fixtures.lua", "t") != LUA_OK ||
-        lua_pcall(c->L, 0, 1, 1) != LUA_OK) {
-        copy_msg(c->L, -1, err, errlen);
+    if (luaL_loadbufferx(c->L, f->data, f->len, "@host/fixtures.lua", "t") != LUA_OK) {
+        luacall_message(c->L, -1, err, errlen);
+        lua_settop(c->L, 0);
+        return -1;
+    }
+    if (luacall_protected(c->L, 0, 1, err, errlen) != LUA_OK) {
         lua_settop(c->L, 0);
         return -1;
     }
@@ -582,7 +564,7 @@ int core_check(struct core *c, char *err, size_t errlen)
     if (lua_isinteger(c->L, 2))
         n = (int)lua_tointeger(c->L, 2);
     else
-        copy_msg(c->L, 3, err, errlen);
+        luacall_message(c->L, 3, err, errlen);
     lua_settop(c->L, 0);
     return n;
 }
@@ -641,4 +623,62 @@ void core_trim(struct core *c)
 {
     lua_gc(c->L, LUA_GCCOLLECT);
     malloc_trim(0);
+}
+
+/* Copies the string at idx into buf (cut to fit; "" when not a string). */
+static void copy_at(lua_State *L, int idx, char *buf, size_t len)
+{
+    const char *s = lua_type(L, idx) == LUA_TSTRING ? lua_tostring(L, idx) : "";
+    snprintf(buf, len, "%s", s);
+}
+
+int core_lease_parse(struct core *c, const char *text, size_t len, struct core_lease *out,
+                     char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    prepare(c, "lease_parse");
+    lua_pushlstring(c->L, text, len);
+    if (invoke(c, 1, 5, err, errlen) != 0)
+        return -1;
+    if (lua_isnil(c->L, 2)) {
+        luacall_message(c->L, 3, err, errlen);
+        lua_settop(c->L, 0);
+        return -1;
+    }
+    copy_at(c->L, 2, out->holder, sizeof out->holder);
+    out->lease_seconds = (int)lua_tointeger(c->L, 3);
+    copy_at(c->L, 4, out->acquire_time, sizeof out->acquire_time);
+    copy_at(c->L, 5, out->renew_time, sizeof out->renew_time);
+    out->transitions = (int)lua_tointeger(c->L, 6);
+    lua_settop(c->L, 0);
+    return 0;
+}
+
+char *core_lease_body(struct core *c, const char *base, size_t base_len, const char *ns,
+                      const char *name, const struct core_lease *rec, size_t *len,
+                      char *err, size_t errlen)
+{
+    char *out = NULL;
+    prepare(c, "lease_body");
+    if (base)
+        lua_pushlstring(c->L, base, base_len);
+    else
+        lua_pushnil(c->L);
+    lua_pushstring(c->L, ns);
+    lua_pushstring(c->L, name);
+    lua_pushstring(c->L, rec->holder);
+    lua_pushinteger(c->L, rec->lease_seconds);
+    lua_pushstring(c->L, rec->acquire_time);
+    lua_pushstring(c->L, rec->renew_time);
+    lua_pushinteger(c->L, rec->transitions);
+    if (invoke(c, 8, 2, err, errlen) != 0)
+        return NULL;
+    if (!lua_isstring(c->L, 2))
+        luacall_message(c->L, 3, err, errlen);
+    else if ((out = dup_at(c->L, 2)) == NULL)
+        snprintf(err, errlen, "out of memory");
+    else
+        *len = strlen(out);             /* JSON text holds no NUL */
+    lua_settop(c->L, 0);
+    return out;
 }

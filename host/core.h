@@ -2,7 +2,8 @@
  *
  * It holds the caches (selected pods, observed children), decodes list and
  * watch bodies with lua-cjson, and plans each pod's writes by running the
- * user's scripts through a sandbox and comparing with what is observed.
+ * user's scripts through a sandbox and comparing with what is observed,
+ * and reads and builds the leader's Lease.
  * Every call into Lua is protected; errors come back as return values with a
  * message. Main loop only. */
 #ifndef ENVOY_ROUTER_CORE_H
@@ -148,5 +149,31 @@ size_t core_memory(struct core *c);
 /* Collects the core state's garbage in full and hands free heap pages back
  * to the system (malloc_trim): for quiet moments after a burst. */
 void core_trim(struct core *c);
+
+/* The spec fields of a coordination.k8s.io/v1 Lease that leader election
+ * reads and writes (host/leader.c). */
+struct core_lease {
+    char holder[256];           /* holderIdentity; "" when none */
+    int lease_seconds;          /* leaseDurationSeconds */
+    char acquire_time[40];      /* acquireTime (MicroTime text) */
+    char renew_time[40];        /* renewTime (MicroTime text) */
+    int transitions;            /* leaseTransitions */
+};
+
+/* Reads the election fields of a Lease given as JSON text into *out
+ * (absent or ill-typed ones: "" and 0; longer strings cut to fit).
+ * Returns 0, or -1 with the reason in err (not JSON, not an object with
+ * metadata). */
+int core_lease_parse(struct core *c, const char *text, size_t len, struct core_lease *out,
+                     char *err, size_t errlen);
+
+/* The Lease carrying *rec as JSON text, malloc'd (caller frees), its
+ * length in *len. Built on `base` (base_len bytes: the Lease last read),
+ * keeping its resourceVersion and every field election does not own, less
+ * managedFields; with base NULL, a new Lease ns/name. NULL with err when
+ * base is not a Lease or out of memory. */
+char *core_lease_body(struct core *c, const char *base, size_t base_len, const char *ns,
+                      const char *name, const struct core_lease *rec, size_t *len,
+                      char *err, size_t errlen);
 
 #endif

@@ -6,6 +6,8 @@
 -- server-side apply owns), and turns one pod key into a plan: the writes that make the
 -- pod's children equal to what the user's scripts want. It never writes:
 -- host/reconcile.c carries the plan out and reports each result back.
+-- It also reads and builds the Lease of leader election (lease_parse,
+-- lease_body), so every object's JSON goes through this one state.
 --
 -- Loaded by host/core.c with (host, cjson); host provides:
 --   host.enqueue(key)           queue a pod key ("namespace/name")
@@ -1399,6 +1401,67 @@ end
 -- second would cost milliseconds at ten thousand pods.
 function M.stats()
   return count.managed, count.pods, count.children
+end
+
+-- The coordination.k8s.io/v1 Lease of leader election (host/leader.c
+-- keeps the election; the Lease's JSON is read and written here, as every
+-- other object is). The spec fields election uses: holderIdentity,
+-- leaseDurationSeconds, acquireTime, renewTime, leaseTransitions.
+local LEASE_API, LEASE_KIND = "coordination.k8s.io/v1", "Lease"
+
+-- A decoded Lease, or nil and why (not JSON, not an object with metadata).
+local function lease_decode(text)
+  local ok, o = pcall(cjson.decode, text)
+  if not ok then return nil, "the Lease is not JSON: " .. tostring(o) end
+  if type(o) ~= "table" or type(o.metadata) ~= "table" then
+    return nil, "not a Lease object"
+  end
+  return o
+end
+
+-- A count election can use: a whole number in [0, 1e9], else 0.
+local function lease_count(v)
+  local n = math.tointeger(v)
+  if n and n >= 0 and n <= 1000000000 then return n end
+  return 0
+end
+
+-- The election fields of a Lease given as JSON text: holder, duration,
+-- acquireTime, renewTime, transitions (absent ones "" or 0); or nil and
+-- why.
+function M.lease_parse(text)
+  local o, why = lease_decode(text)
+  if not o then return nil, why end
+  local spec = type(o.spec) == "table" and o.spec or {}
+  local function str(v) return type(v) == "string" and v or "" end
+  return str(spec.holderIdentity), lease_count(spec.leaseDurationSeconds),
+    str(spec.acquireTime), str(spec.renewTime), lease_count(spec.leaseTransitions)
+end
+
+-- The Lease carrying the given election fields, as JSON text. Built on
+-- `base` (the Lease last read, JSON text), so its resourceVersion makes
+-- the PUT conditional and the fields election does not own (labels,
+-- annotations, ownerReferences) go back unchanged; managedFields are left
+-- out (unset, the server keeps its own). Without a base, a new Lease
+-- namespace/name (for the POST). Or nil and why.
+function M.lease_body(base, namespace, name, holder, seconds, acquire, renew, transitions)
+  local o
+  if base then
+    local why
+    o, why = lease_decode(base)
+    if not o then return nil, why end
+    o.metadata.managedFields = nil
+  else
+    o = { apiVersion = LEASE_API, kind = LEASE_KIND,
+          metadata = { name = name, namespace = namespace } }
+  end
+  if type(o.spec) ~= "table" then o.spec = {} end
+  o.spec.holderIdentity = holder
+  o.spec.leaseDurationSeconds = seconds
+  o.spec.acquireTime = acquire
+  o.spec.renewTime = renew
+  o.spec.leaseTransitions = transitions
+  return encode(o)
 end
 
 return M

@@ -5,26 +5,25 @@
  * found at its head and the table stays bounded. */
 #include "events.h"
 
-#include "jsonbuf.h"
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "dup.h"
+#include "hash.h"
 #include "jsonbuf.h"
+#include "list.h"
 #include "log.h"
 #include "metrics.h"
 
-#define NBUCKETS 1024               /* hash chains (power of two) */
 #define MESSAGE_MAX 1024            /* bytes of message sent (client-go's limit) */
 #define NAME_MAX_LEN 253            /* a DNS subdomain */
 
 struct entry {
     struct events *e;
-    struct entry *hnext;            /* hash chain */
-    struct entry *prev, *next;      /* by last_seen_ms, oldest first */
-    uint64_t hash;
+    struct hash_node hn;            /* in the table by uid, reason, message */
+    struct list_node lru;           /* by last_seen_ms, oldest first */
     char *uid, *reason, *message, *ns, *pod;
     char name[NAME_MAX_LEN + 1];    /* of the Event */
     unsigned seen;                  /* occurrences so far */
@@ -38,17 +37,17 @@ struct entry {
 };
 
 struct events {
-    struct kube *kube;
     struct timers *timers;
-    struct events_transport tr;
+    struct kube_transport tr;        /* the client, or a test's fake */
+    double (*wall)(void);
     char *component, *instance;
     int64_t window_ms, update_ms;
-    size_t max_entries, n;
+    size_t max_entries;
     bool enabled;
     uint64_t seq;
     struct events_bucket bucket;
-    struct entry *table[NBUCKETS];
-    struct entry *oldest, *newest;
+    struct hash table;
+    struct list lru;                /* entries, oldest at the head */
     struct metric *m_dropped, *m_total;
 };
 
@@ -74,32 +73,6 @@ bool events_bucket_take(struct events_bucket *b, int64_t now_ms)
         return false;
     b->tokens -= 1.0;
     return true;
-}
-
-/* --- the default transport ------------------------------------------------------ */
-
-static struct kube_call *kube_send(void *arg, const char *method, const char *path,
-                                   const char *ctype, const char *body, size_t len,
-                                   kube_done_fn done, void *done_arg)
-{
-    return kube_request(arg, method, path, ctype, body, len, done, done_arg);
-}
-
-static void kube_stop(void *arg, struct kube_call *c)
-{
-    kube_cancel(arg, c);
-}
-
-static int64_t mono_now(void *arg)
-{
-    (void)arg;
-    return clock_ms();
-}
-
-static double wall_now(void *arg)
-{
-    (void)arg;
-    return clock_wall();
 }
 
 /* --- JSON text ----------------------------------------------------------------- */
@@ -183,48 +156,29 @@ static char *patch_body(const struct entry *x, unsigned count, size_t *len)
 
 static uint64_t hash3(const char *a, const char *b, const char *c)
 {
-    uint64_t h = 1469598103934665603ULL;     /* FNV-1a */
     const char *parts[3] = {a, b, c};
-    for (int i = 0; i < 3; i++) {
-        for (const unsigned char *p = (const unsigned char *)parts[i]; *p; p++)
-            h = (h ^ *p) * 1099511628211ULL;
-        h = (h ^ 0xff) * 1099511628211ULL;  /* separator */
-    }
+    uint64_t h = HASH_SEED;
+    for (int i = 0; i < 3; i++)
+        h = hash_str(hash_str(h, parts[i]), "\xff");   /* a separator */
     return h;
 }
 
 static struct entry *find(struct events *e, uint64_t h, const char *uid, const char *reason,
                           const char *message)
 {
-    for (struct entry *x = e->table[h & (NBUCKETS - 1)]; x; x = x->hnext)
-        if (x->hash == h && strcmp(x->uid, uid) == 0 && strcmp(x->reason, reason) == 0 &&
+    for (struct hash_node *n = hash_first(&e->table, h); n; n = hash_next(n)) {
+        struct entry *x = hash_entry(n, struct entry, hn);
+        if (strcmp(x->uid, uid) == 0 && strcmp(x->reason, reason) == 0 &&
             strcmp(x->message, message) == 0)
             return x;
+    }
     return NULL;
 }
 
-static void lru_unlink(struct events *e, struct entry *x)
+/* The entry last seen longest ago, or NULL. */
+static struct entry *oldest(const struct events *e)
 {
-    if (x->prev)
-        x->prev->next = x->next;
-    else
-        e->oldest = x->next;
-    if (x->next)
-        x->next->prev = x->prev;
-    else
-        e->newest = x->prev;
-    x->prev = x->next = NULL;
-}
-
-static void lru_append(struct events *e, struct entry *x)
-{
-    x->prev = e->newest;
-    x->next = NULL;
-    if (e->newest)
-        e->newest->next = x;
-    else
-        e->oldest = x;
-    e->newest = x;
+    return list_entry(e->lru.head, struct entry, lru);
 }
 
 static void entry_free(struct entry *x)
@@ -240,16 +194,12 @@ static void entry_free(struct entry *x)
 /* Forgets an entry: cancels what it has going. */
 static void drop(struct events *e, struct entry *x)
 {
-    struct entry **pp = &e->table[x->hash & (NBUCKETS - 1)];
-    while (*pp != x)
-        pp = &(*pp)->hnext;
-    *pp = x->hnext;
-    lru_unlink(e, x);
+    hash_remove(&e->table, &x->hn);
+    list_unlink(&e->lru, &x->lru);
     if (x->call)
         e->tr.cancel(e->tr.arg, x->call);
     if (x->timer)
         timers_cancel(e->timers, x->timer);
-    e->n--;
     entry_free(x);
 }
 
@@ -257,9 +207,10 @@ static void drop(struct events *e, struct entry *x)
  * bound. */
 static void expire(struct events *e, int64_t now)
 {
-    while (e->oldest && (now - e->oldest->last_seen_ms > e->window_ms ||
-                         e->n >= e->max_entries))
-        drop(e, e->oldest);
+    struct entry *x;
+
+    while ((x = oldest(e)) && (now - x->last_seen_ms > e->window_ms || e->table.n >= e->max_entries))
+        drop(e, x);
 }
 
 /* --- writes ---------------------------------------------------------------------- */
@@ -279,7 +230,7 @@ static void defer_update(struct events *e, struct entry *x)
     if (x->timer || x->call || !x->created || x->seen <= x->written)
         return;
     int64_t at = x->last_write_ms + e->update_ms;
-    if (at <= e->tr.now_ms(e->tr.arg)) {
+    if (at <= transport_now(&e->tr)) {
         send_update(e, x);
         return;
     }
@@ -294,39 +245,26 @@ static void log_failure(const char *what, const struct entry *x, const struct ku
            "status", status, "error", r->error ? r->error : r->body, NULL);
 }
 
-static void on_created(void *arg, const struct kube_response *r)
+/* A write of x ended: its create (POST) while x is not created yet, else an
+ * update of its count (PATCH). */
+static void on_written(void *arg, const struct kube_response *r)
 {
     struct entry *x = arg;
     struct events *e = x->e;
+    bool creating = !x->created;
     x->call = NULL;
-    if (r->status == 201 || r->status == 200) {
+    if (r->status == 200 || (creating && r->status == 201)) {
         x->created = true;
         x->written = x->sending;
-        metrics_add(e->m_total, "created", 1);
-        defer_update(e, x);
-        return;
-    }
-    /* The next report starts afresh. */
-    metrics_add(e->m_total, "failed", 1);
-    log_failure("events: creating an Event failed", x, r);
-    drop(e, x);
-}
-
-static void on_patched(void *arg, const struct kube_response *r)
-{
-    struct entry *x = arg;
-    struct events *e = x->e;
-    x->call = NULL;
-    if (r->status == 200) {
-        x->written = x->sending;
-        metrics_add(e->m_total, "updated", 1);
+        metrics_add(e->m_total, creating ? "created" : "updated", 1);
         defer_update(e, x);
         return;
     }
     metrics_add(e->m_total, "failed", 1);
-    log_failure("events: updating an Event failed", x, r);
-    if (r->status == 404) {
-        drop(e, x);                 /* deleted meanwhile: the next report creates anew */
+    log_failure(creating ? "events: creating an Event failed"
+                         : "events: updating an Event failed", x, r);
+    if (creating || r->status == 404) {
+        drop(e, x);                 /* the next report starts afresh, creating anew */
         return;
     }
     defer_update(e, x);             /* try again after another interval */
@@ -335,7 +273,7 @@ static void on_patched(void *arg, const struct kube_response *r)
 /* Takes a token, or counts a drop. */
 static bool admit(struct events *e, const char *what, const struct entry *x)
 {
-    if (events_bucket_take(&e->bucket, e->tr.now_ms(e->tr.arg)))
+    if (events_bucket_take(&e->bucket, transport_now(&e->tr)))
         return true;
     metrics_add(e->m_dropped, NULL, 1);
     log_kv(LOG_DEBUG, "events: rate limit reached; dropped", "what", what, "pod", x->pod,
@@ -351,7 +289,7 @@ static void send_update(struct events *e, struct entry *x)
 
     if (!e->enabled || x->call || !x->created || x->seen <= x->written)
         return;
-    int64_t now = e->tr.now_ms(e->tr.arg);
+    int64_t now = transport_now(&e->tr);
     if (!admit(e, "count update", x)) {
         x->last_write_ms = now;     /* the counts stay: carry them next time */
         defer_update(e, x);
@@ -365,16 +303,8 @@ static void send_update(struct events *e, struct entry *x)
     x->sending = x->seen;
     x->last_write_ms = now;
     x->call = e->tr.request(e->tr.arg, "PATCH", path, "application/merge-patch+json", body, len,
-                            on_patched, x);
+                            on_written, x);
     free(body);
-}
-
-static char *xstrdup(const char *s, bool *oom)
-{
-    char *d = strdup(s ? s : "");
-    if (d == NULL)
-        *oom = true;
-    return d;
 }
 
 void events_report(struct events *e, const char *ns, const char *pod, const char *uid,
@@ -393,8 +323,8 @@ void events_report(struct events *e, const char *ns, const char *pod, const char
         reason = "";
     if (!message)
         message = "";
-    int64_t now = e->tr.now_ms(e->tr.arg);
-    double wall = e->tr.wall(e->tr.arg);
+    int64_t now = transport_now(&e->tr);
+    double wall = e->wall();
     uint64_t h = hash3(uid, reason, message);
     struct entry *x = find(e, h, uid, reason, message);
     if (x && now - x->last_seen_ms <= e->window_ms) {
@@ -402,8 +332,8 @@ void events_report(struct events *e, const char *ns, const char *pod, const char
         x->seen++;
         x->last_seen_ms = now;
         x->last_wall = wall;
-        lru_unlink(e, x);
-        lru_append(e, x);
+        list_unlink(&e->lru, &x->lru);
+        list_push(&e->lru, &x->lru);
         defer_update(e, x);
         return;
     }
@@ -413,12 +343,11 @@ void events_report(struct events *e, const char *ns, const char *pod, const char
     if ((x = calloc(1, sizeof *x)) == NULL)
         return;
     x->e = e;
-    x->hash = h;
-    x->uid = xstrdup(uid, &oom);
-    x->reason = xstrdup(reason, &oom);
-    x->message = xstrdup(message, &oom);
-    x->ns = xstrdup(ns, &oom);
-    x->pod = xstrdup(pod, &oom);
+    x->uid = dup_str(uid, &oom);
+    x->reason = dup_str(reason, &oom);
+    x->message = dup_str(message, &oom);
+    x->ns = dup_str(ns, &oom);
+    x->pod = dup_str(pod, &oom);
     if (oom) {
         entry_free(x);
         return;
@@ -439,12 +368,10 @@ void events_report(struct events *e, const char *ns, const char *pod, const char
         entry_free(x);
         return;
     }
-    x->hnext = e->table[h & (NBUCKETS - 1)];
-    e->table[h & (NBUCKETS - 1)] = x;
-    lru_append(e, x);
-    e->n++;
+    hash_add(&e->table, &x->hn, h);
+    list_push(&e->lru, &x->lru);
     x->sending = x->seen;
-    x->call = e->tr.request(e->tr.arg, "POST", path, NULL, body, len, on_created, x);
+    x->call = e->tr.request(e->tr.arg, "POST", path, NULL, body, len, on_written, x);
     free(body);
     if (x->call == NULL)
         drop(e, x);
@@ -460,16 +387,12 @@ struct events *events_new(struct kube *k, struct timers *t, const struct events_
         return NULL;
     if ((e = calloc(1, sizeof *e)) == NULL)
         return NULL;
-    e->kube = k;
     e->timers = t;
-    if (o->transport) {
-        e->tr = *o->transport;
-    } else {
-        e->tr = (struct events_transport){kube_send, kube_stop, mono_now, wall_now, k};
-    }
+    e->tr = o->transport ? *o->transport : kube_transport(k);
+    e->wall = o->wall ? o->wall : clock_wall;
     e->component = strdup(o->component);
     e->instance = strdup(o->instance);
-    if (!e->component || !e->instance) {
+    if (!e->component || !e->instance || hash_init(&e->table, 1024) != 0) {
         events_free(e);
         return NULL;
     }
@@ -477,7 +400,7 @@ struct events *events_new(struct kube *k, struct timers *t, const struct events_
     e->update_ms = o->update_ms > 0 ? o->update_ms : EVENTS_UPDATE_MS;
     e->max_entries = o->max_entries > 0 ? o->max_entries : EVENTS_MAX_ENTRIES;
     events_bucket_init(&e->bucket, o->rate > 0 ? o->rate : EVENTS_RATE,
-                       o->burst > 0 ? o->burst : EVENTS_BURST, e->tr.now_ms(e->tr.arg));
+                       o->burst > 0 ? o->burst : EVENTS_BURST, transport_now(&e->tr));
     e->m_dropped = metrics_counter("envoy_router_events_dropped_total",
                                    "Kubernetes Events not written because of the rate limit.",
                                    NULL);
@@ -495,8 +418,9 @@ void events_free(struct events *e)
 {
     if (e == NULL)
         return;
-    while (e->oldest)
-        drop(e, e->oldest);
+    while (!list_empty(&e->lru))
+        drop(e, oldest(e));
+    hash_release(&e->table, NULL);
     free(e->component);
     free(e->instance);
     free(e);
@@ -508,14 +432,15 @@ size_t events_set_enabled(struct events *e, bool enabled)
     if (e == NULL)
         return 0;
     e->enabled = enabled;
-    while (!enabled && e->oldest) {
-        cancelled += e->oldest->call != NULL;
-        drop(e, e->oldest);
+    while (!enabled && !list_empty(&e->lru)) {
+        struct entry *x = oldest(e);
+        cancelled += x->call != NULL;
+        drop(e, x);
     }
     return cancelled;
 }
 
 size_t events_tracked(const struct events *e)
 {
-    return e ? e->n : 0;
+    return e ? e->table.n : 0;
 }

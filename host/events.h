@@ -29,19 +29,6 @@ struct events;
 #define EVENTS_UPDATE_MS (60 * 1000)
 #define EVENTS_MAX_ENTRIES 4096
 
-/* How Events reach the API server and what time it is. The default is the
- * kube client (kube_request/kube_cancel) with clock_ms and clock_wall; tests
- * put fakes here. */
-struct events_transport {
-    struct kube_call *(*request)(void *arg, const char *method, const char *path,
-                                 const char *content_type, const char *body, size_t len,
-                                 kube_done_fn done, void *done_arg);
-    void (*cancel)(void *arg, struct kube_call *c);
-    int64_t (*now_ms)(void *arg);   /* monotonic milliseconds */
-    double (*wall)(void *arg);      /* seconds since the epoch */
-    void *arg;
-};
-
 struct events_options {
     const char *component;          /* source.component, reportingComponent */
     const char *instance;           /* reportingInstance (the identity) */
@@ -50,7 +37,8 @@ struct events_options {
     int64_t window_ms;              /* 0: EVENTS_WINDOW_MS */
     int64_t update_ms;              /* 0: EVENTS_UPDATE_MS */
     size_t max_entries;             /* remembered Events; 0: EVENTS_MAX_ENTRIES */
-    const struct events_transport *transport; /* NULL: the kube client `k` */
+    const struct kube_transport *transport; /* NULL: kube_transport(k) */
+    double (*wall)(void);           /* seconds since the epoch; NULL: clock_wall */
 };
 
 /* New recorder, disabled. Strings and the transport are copied. `t` runs

@@ -9,19 +9,20 @@
 #include <string.h>
 #include <strings.h>
 
+#include "dup.h"
+#include "list.h"
+
 /* Easy handles kept after use: each keeps its DNS and TLS state warm. */
 #define IDLE_MAX 8
 
 /* Each state but X_REPORTING has a list in struct http. */
 enum xfer_state { X_PENDING, X_ACTIVE, X_FINISHED, X_DEAD, X_REPORTING };
 
-struct xlist {
-    struct http_xfer *head, *tail;
-};
+#define XFER(n) list_entry(n, struct http_xfer, node)
 
 struct http_xfer {
     struct http *h;
-    struct http_xfer *prev, *next;   /* in the list of its state */
+    struct list_node node;           /* in the list of its state */
     enum xfer_state state;
     CURL *easy;
     struct curl_slist *headers;
@@ -44,40 +45,16 @@ struct http {
     size_t ca_len, cert_len, key_len;
     bool insecure;
     bool in_curl;        /* inside curl_multi_perform: the multi is off limits */
-    struct xlist pending;   /* started from a curl callback, added afterwards */
-    struct xlist active;    /* in the multi */
-    struct xlist finished;  /* out of the multi, done not run yet */
-    struct xlist dead;      /* aborted from a curl callback, removed afterwards */
+    struct list pending;   /* started from a curl callback, added afterwards */
+    struct list active;    /* in the multi */
+    struct list finished;  /* out of the multi, done not run yet */
+    struct list dead;      /* aborted from a curl callback, removed afterwards */
     size_t count;
     CURL *idle[IDLE_MAX];
     unsigned nidle;
 };
 
-static void xlist_push(struct xlist *l, struct http_xfer *x)
-{
-    x->next = NULL;
-    x->prev = l->tail;
-    if (l->tail)
-        l->tail->next = x;
-    else
-        l->head = x;
-    l->tail = x;
-}
-
-static void xlist_unlink(struct xlist *l, struct http_xfer *x)
-{
-    if (x->prev)
-        x->prev->next = x->next;
-    else
-        l->head = x->next;
-    if (x->next)
-        x->next->prev = x->prev;
-    else
-        l->tail = x->prev;
-    x->prev = x->next = NULL;
-}
-
-static struct xlist *list_of(struct http *h, enum xfer_state s)
+static struct list *state_list(struct http *h, enum xfer_state s)
 {
     switch (s) {
     case X_PENDING: return &h->pending;
@@ -91,23 +68,9 @@ static struct xlist *list_of(struct http *h, enum xfer_state s)
 
 static void move_to(struct http_xfer *x, enum xfer_state s)
 {
-    xlist_unlink(list_of(x->h, x->state), x);
+    list_unlink(state_list(x->h, x->state), &x->node);
     x->state = s;
-    xlist_push(list_of(x->h, s), x);
-}
-
-static char *dup_blob(const char *p, size_t n)
-{
-    char *d;
-
-    if (!p)
-        return NULL;
-    d = malloc(n + 1);
-    if (d) {
-        memcpy(d, p, n);
-        d[n] = '\0';
-    }
-    return d;
+    list_push(state_list(x->h, s), &x->node);
 }
 
 bool http_has_http2(void)
@@ -139,9 +102,9 @@ struct http *http_new(const struct http_tls *tls, const char *user_agent,
     if (!h->multi || !h->share || !h->user_agent)
         goto oom;
     if (tls) {
-        h->ca = dup_blob(tls->ca, tls->ca_len);
-        h->cert = dup_blob(tls->cert, tls->cert_len);
-        h->key = dup_blob(tls->key, tls->key_len);
+        h->ca = dup_mem(tls->ca, tls->ca_len);
+        h->cert = dup_mem(tls->cert, tls->cert_len);
+        h->key = dup_mem(tls->key, tls->key_len);
         if ((tls->ca && !h->ca) || (tls->cert && !h->cert) || (tls->key && !h->key))
             goto oom;
         h->ca_len = tls->ca_len;
@@ -165,7 +128,7 @@ oom:
 static void xfer_free(struct http *h, struct http_xfer *x)
 {
     if (x->state != X_REPORTING)
-        xlist_unlink(list_of(h, x->state), x);
+        list_unlink(state_list(h, x->state), &x->node);
     if (x->easy) {
         if (x->state == X_ACTIVE || x->state == X_DEAD)
             curl_multi_remove_handle(h->multi, x->easy);
@@ -184,7 +147,7 @@ static void xfer_free(struct http *h, struct http_xfer *x)
 
 void http_free(struct http *h)
 {
-    struct xlist *lists[4];
+    struct list *lists[4];
 
     if (!h)
         return;
@@ -193,8 +156,8 @@ void http_free(struct http *h)
     lists[2] = &h->finished;
     lists[3] = &h->dead;
     for (int i = 0; i < 4; i++)
-        while (lists[i]->head)
-            xfer_free(h, lists[i]->head);
+        while (!list_empty(lists[i]))
+            xfer_free(h, XFER(lists[i]->head));
     for (unsigned i = 0; i < h->nidle; i++)
         curl_easy_cleanup(h->idle[i]);
     if (h->multi)
@@ -394,7 +357,7 @@ struct http_xfer *http_start(struct http *h, const struct http_request *rq,
         return NULL;
     x->h = h;
     x->state = X_PENDING;
-    xlist_push(&h->pending, x);
+    list_push(&h->pending, &x->node);
     h->count++;
     x->done = done;
     x->data = rq->data;
@@ -441,7 +404,7 @@ static void add_pending(struct http *h)
 {
     struct http_xfer *x;
 
-    while ((x = h->pending.head)) {
+    while ((x = XFER(h->pending.head))) {
         if (!add_to_multi(h, x)) {
             /* Only when out of memory; report it through done. */
             x->code = CURLE_OUT_OF_MEMORY;
@@ -456,7 +419,7 @@ int http_wait(struct http *h, struct pollfd *fds, unsigned nfds, int timeout_ms)
     int rc = 0;
 
     add_pending(h);
-    if (h->finished.head)
+    if (!list_empty(&h->finished))
         timeout_ms = 0;
     if (nfds > 8) {
         w = calloc(nfds, sizeof(*w));
@@ -517,7 +480,7 @@ void http_perform(struct http *h)
     h->in_curl = true;
     curl_multi_perform(h->multi, &running);
     h->in_curl = false;
-    while ((x = h->dead.head))
+    while ((x = XFER(h->dead.head)))
         xfer_free(h, x);
     add_pending(h);
 
@@ -536,8 +499,8 @@ void http_perform(struct http *h)
     }
     /* One at a time from the head: a done callback may abort (free) any
      * other finished transfer or start new ones. */
-    while ((x = h->finished.head)) {
-        xlist_unlink(&h->finished, x);
+    while ((x = XFER(h->finished.head))) {
+        list_unlink(&h->finished, &x->node);
         x->state = X_REPORTING;
         report(x);
         xfer_free(h, x);

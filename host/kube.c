@@ -7,13 +7,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
+#include "dup.h"
 #include "http.h"
+#include "list.h"
 #include "log.h"
 #include "metrics.h"
 #include "timers.h"
+#include "token.h"
 
 #define BACKOFF_BASE_MS 200
 #define BACKOFF_MAX_MS 10000
@@ -25,21 +27,17 @@
 #define WATCH_ERROR_MAX (64 * 1024)
 #define WATCH_LOW_SPEED_SECS 150
 #define BODY_MAX ((size_t)512 << 20)  /* page big lists with limit/continue */
-#define TOKEN_MAX (64 * 1024)
-#define TOKEN_CHECK_MS 1000
 /* Urgent calls (the Lease) in flight at once, outside max_in_flight: a
  * renewal must not wait for a slot held by slow writes. */
 #define URGENT_SLOTS 2
 
 enum call_state { C_QUEUED, C_WAITING, C_ACTIVE, C_FAILED };
 
-struct clist {
-    struct kube_call *head, *tail;
-};
+#define CALL(n) list_entry(n, struct kube_call, node)
 
 struct kube_call {
     struct kube *k;
-    struct kube_call *prev, *next;  /* in the list of its state */
+    struct list_node node;          /* in the list of its state */
     enum call_state state;
     bool watch;
     bool urgent;                    /* ahead of the queue, outside the QPS bucket */
@@ -62,15 +60,12 @@ struct kube_call {
 struct kube {
     struct http *http;
     char *server;
-    char *token_file;
-    char *token;                    /* current bearer token or NULL */
-    struct stat token_st;           /* of the file when last read */
-    int64_t token_checked_ms;
+    struct token *token;            /* fixed, or a file re-read as it rotates */
     struct kube_options o;
-    struct clist queued;            /* FIFO waiting for a slot */
-    struct clist waiting;           /* backing off before a retry */
-    struct clist active;            /* in flight (calls and watches) */
-    struct clist failed;            /* could not start; done runs in perform */
+    struct list queued;             /* FIFO waiting for a slot */
+    struct list waiting;            /* backing off before a retry */
+    struct list active;             /* in flight (calls and watches) */
+    struct list failed;             /* could not start; done runs in perform */
     unsigned in_flight;             /* ordinary calls in flight */
     unsigned urgent_in_flight;      /* urgent calls in flight (own slots) */
     size_t pending;                 /* ordinary calls not finished */
@@ -87,42 +82,7 @@ struct kube {
 
 /* --- small helpers ------------------------------------------------------ */
 
-static void clist_push(struct clist *l, struct kube_call *c)
-{
-    c->next = NULL;
-    c->prev = l->tail;
-    if (l->tail)
-        l->tail->next = c;
-    else
-        l->head = c;
-    l->tail = c;
-}
-
-static void clist_push_front(struct clist *l, struct kube_call *c)
-{
-    c->prev = NULL;
-    c->next = l->head;
-    if (l->head)
-        l->head->prev = c;
-    else
-        l->tail = c;
-    l->head = c;
-}
-
-static void clist_unlink(struct clist *l, struct kube_call *c)
-{
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        l->head = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    else
-        l->tail = c->prev;
-    c->prev = c->next = NULL;
-}
-
-static struct clist *clist_of(struct kube *k, enum call_state s)
+static struct list *state_list(struct kube *k, enum call_state s)
 {
     switch (s) {
     case C_QUEUED: return &k->queued;
@@ -135,12 +95,12 @@ static struct clist *clist_of(struct kube *k, enum call_state s)
 
 static void set_state(struct kube *k, struct kube_call *c, enum call_state s, bool front)
 {
-    clist_unlink(clist_of(k, c->state), c);
+    list_unlink(state_list(k, c->state), &c->node);
     c->state = s;
     if (front)
-        clist_push_front(clist_of(k, s), c);
+        list_push_front(state_list(k, s), &c->node);
     else
-        clist_push(clist_of(k, s), c);
+        list_push(state_list(k, s), &c->node);
 }
 
 static void call_free(struct kube_call *c)
@@ -158,71 +118,6 @@ static double rand01(struct kube *k)
     k->rng ^= k->rng << 25;
     k->rng ^= k->rng >> 27;
     return (double)((k->rng * UINT64_C(0x2545F4914F6CDD1D)) >> 11) / 9007199254740992.0;
-}
-
-static char *read_small_file(const char *path, size_t max, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    size_t n = 0;
-
-    if (!f)
-        return NULL;
-    buf = malloc(max + 1);
-    if (buf)
-        n = fread(buf, 1, max + 1, f);
-    if (!buf || ferror(f) || n > max) {
-        free(buf);
-        fclose(f);
-        errno = buf ? EFBIG : ENOMEM;
-        return NULL;
-    }
-    fclose(f);
-    buf[n] = '\0';
-    *len = n;
-    return buf;
-}
-
-/* --- the bearer token --------------------------------------------------- */
-
-/* Re-reads the token file when `force`, or when a second has passed since the
- * last look and the file changed. Keeps the old token when it cannot be read.
- * Returns 0 or -errno (the caller reports). */
-static int token_refresh(struct kube *k, bool force)
-{
-    struct stat st;
-    int64_t now = clock_ms();
-    char *t;
-    size_t n = 0;
-
-    if (!k->token_file)
-        return 0;
-    if (!force && now - k->token_checked_ms < TOKEN_CHECK_MS)
-        return 0;
-    k->token_checked_ms = now;
-    if (stat(k->token_file, &st) != 0)
-        return -errno;
-    if (!force && k->token && st.st_ino == k->token_st.st_ino &&
-        st.st_dev == k->token_st.st_dev && st.st_size == k->token_st.st_size &&
-        st.st_mtim.tv_sec == k->token_st.st_mtim.tv_sec &&
-        st.st_mtim.tv_nsec == k->token_st.st_mtim.tv_nsec)
-        return 0;
-    t = read_small_file(k->token_file, TOKEN_MAX, &n);
-    if (!t)
-        return -errno;
-    while (n > 0 && (t[n - 1] == '\n' || t[n - 1] == '\r' || t[n - 1] == ' ' ||
-                     t[n - 1] == '\t'))
-        t[--n] = '\0';
-    for (size_t i = 0; i < n; i++) {
-        if ((unsigned char)t[i] < 0x20 || t[i] == 0x7f) {
-            free(t);
-            return -EINVAL;
-        }
-    }
-    free(k->token);
-    k->token = t;
-    k->token_st = st;
-    return 0;
 }
 
 /* --- attempts ----------------------------------------------------------- */
@@ -243,18 +138,19 @@ static bool attempt_start(struct kube *k, struct kube_call *c)
     char *auth = NULL, *ctype = NULL;
     unsigned nh = 0;
     struct http_request rq = { 0 };
-    int rc = token_refresh(k, false);
+    int rc = token_refresh(k->token, false, clock_ms());
+    const char *token = token_value(k->token);
 
     if (rc < 0)
-        log_warn("kube: token file %s: %s (keeping the previous token)", k->token_file,
-                 strerror(-rc));
+        log_warn("kube: token file %s: %s (keeping the previous token)",
+                 token_file(k->token), strerror(-rc));
     headers[nh++] = "Accept: application/json";
-    if (k->token && k->token[0]) {
-        size_t n = strlen(k->token) + sizeof("Authorization: Bearer ");
+    if (token && token[0]) {
+        size_t n = strlen(token) + sizeof("Authorization: Bearer ");
 
         auth = malloc(n);
         if (auth) {
-            snprintf(auth, n, "Authorization: Bearer %s", k->token);
+            snprintf(auth, n, "Authorization: Bearer %s", token);
             headers[nh++] = auth;
         }
     }
@@ -284,7 +180,7 @@ static bool attempt_start(struct kube *k, struct kube_call *c)
     }
     c->attempt++;
     c->xfer = NULL;
-    if ((!k->token || auth) && (!c->body || ctype))
+    if ((!token || auth) && (!c->body || ctype))
         c->xfer = http_start(k->http, &rq, on_http_done, c);
     free(auth);
     free(ctype);
@@ -338,7 +234,7 @@ static struct kube_call *next_urgent(struct kube *k)
 {
     if (k->urgent_in_flight >= URGENT_SLOTS)
         return NULL;
-    for (struct kube_call *c = k->queued.head; c; c = c->next)
+    for (struct kube_call *c = CALL(k->queued.head); c; c = CALL(c->node.next))
         if (c->urgent)
             return c;
     return NULL;
@@ -349,7 +245,7 @@ static struct kube_call *next_ordinary(struct kube *k)
 {
     if (k->in_flight >= k->o.max_in_flight)
         return NULL;
-    for (struct kube_call *c = k->queued.head; c; c = c->next)
+    for (struct kube_call *c = CALL(k->queued.head); c; c = CALL(c->node.next))
         if (!c->urgent)
             return k->o.qps > 0 && k->tokens < 1.0 ? NULL : c;
     return NULL;
@@ -364,8 +260,8 @@ static void dispatch(struct kube *k)
     int64_t now = clock_ms();
     struct kube_call *c;
 
-    for (struct kube_call *w = k->waiting.head, *next; w; w = next) {
-        next = w->next;
+    for (struct kube_call *w = CALL(k->waiting.head), *next; w; w = next) {
+        next = CALL(w->node.next);
         if (w->due_ms <= now)
             set_state(k, w, C_QUEUED, true);   /* older than anything queued */
     }
@@ -428,7 +324,7 @@ static void finish(struct kube *k, struct kube_call *c, long status, const char 
 {
     struct kube_response resp = { status, body ? body : "", body ? len : 0, error };
 
-    clist_unlink(clist_of(k, c->state), c);
+    list_unlink(state_list(k, c->state), &c->node);
     if (!c->watch)
         k->pending--;
     c->done(c->arg, &resp);
@@ -456,13 +352,13 @@ static void on_http_done(void *arg, const struct http_result *r)
         k->urgent_in_flight--;
     else
         k->in_flight--;
-    if (r->status == 401 && !r->error && k->token_file && !c->retried_401) {
+    if (r->status == 401 && !r->error && token_file(k->token) && !c->retried_401) {
         /* The token may have rotated since the last look: read it now and
          * try once more, ahead of the queue and outside max_attempts. */
-        int rc = token_refresh(k, true);
+        int rc = token_refresh(k->token, true, clock_ms());
 
         log_kv(LOG_WARN, "kube request unauthorized; token file re-read, retrying",
-               "method", c->method, "path", c->path, "token_file", k->token_file,
+               "method", c->method, "path", c->path, "token_file", token_file(k->token),
                "read", rc < 0 ? strerror(-rc) : "ok", NULL);
         c->retried_401 = true;
         c->attempt--;
@@ -492,26 +388,12 @@ static void on_http_done(void *arg, const struct http_result *r)
 
 /* --- the client --------------------------------------------------------- */
 
-static char *xstrdup(const char *s, bool *oom)
-{
-    char *d;
-
-    if (!s)
-        return NULL;
-    d = strdup(s);
-    if (!d)
-        *oom = true;
-    return d;
-}
-
 struct kube *kube_new(const struct kube_auth *auth, const struct kube_options *o,
                       char *err, size_t errlen)
 {
     struct kube *k = NULL;
     struct http_tls tls = { 0 };
-    bool oom = false;
     size_t n;
-    int rc;
 
     if (!auth || !auth->server ||
         (strncmp(auth->server, "https://", 8) != 0 && strncmp(auth->server, "http://", 7) != 0)) {
@@ -532,24 +414,15 @@ struct kube *kube_new(const struct kube_auth *auth, const struct kube_options *o
         k->o.max_in_flight = 1;
     if (k->o.max_attempts < 1)
         k->o.max_attempts = 1;
-    k->server = xstrdup(auth->server, &oom);
-    k->token_file = xstrdup(auth->token_file, &oom);
-    if (oom)
+    k->server = strdup(auth->server);
+    if (!k->server)
         goto nomem;
     n = strlen(k->server);
     while (n > 0 && k->server[n - 1] == '/')
         k->server[--n] = '\0';
-    if (k->token_file) {
-        rc = token_refresh(k, true);
-        if (rc < 0) {
-            snprintf(err, errlen, "kube: token file %s: %s", k->token_file, strerror(-rc));
-            goto fail;
-        }
-    } else if (auth->token) {   /* a file, when given, wins: it rotates */
-        k->token = xstrdup(auth->token, &oom);
-        if (oom)
-            goto nomem;
-    }
+    k->token = token_new(auth->token_file, auth->token, clock_ms(), err, errlen);
+    if (!k->token)
+        goto fail;
     tls.ca = auth->ca_pem;
     tls.ca_len = auth->ca_len;
     tls.cert = auth->cert_pem;
@@ -583,7 +456,7 @@ fail:
 
 void kube_free(struct kube *k)
 {
-    struct clist *lists[4];
+    struct list *lists[4];
 
     if (!k)
         return;
@@ -594,15 +467,14 @@ void kube_free(struct kube *k)
     for (int i = 0; i < 4; i++) {
         struct kube_call *c;
 
-        while ((c = lists[i]->head)) {
-            clist_unlink(lists[i], c);
+        while ((c = CALL(lists[i]->head))) {
+            list_unlink(lists[i], &c->node);
             call_free(c);
         }
     }
     http_free(k->http);   /* drops the transfers without callbacks */
     free(k->server);
-    free(k->token_file);
-    free(k->token);
+    token_free(k->token);
     free(k);
 }
 
@@ -646,22 +518,20 @@ static struct kube_call *request(struct kube *k, const char *method, const char 
     if (!c)
         return NULL;
     if (body) {
-        c->body = malloc(len + 1);
+        c->body = dup_mem(body, len);
         c->content_type = strdup(content_type ? content_type : "application/json");
         if (!c->body || !c->content_type) {
             call_free(c);
             return NULL;
         }
-        memcpy(c->body, body, len);
-        c->body[len] = '\0';
         c->len = len;
     }
     c->state = C_QUEUED;
     c->urgent = urgent;
     if (urgent)
-        clist_push_front(&k->queued, c);
+        list_push_front(&k->queued, &c->node);
     else
-        clist_push(&k->queued, c);
+        list_push(&k->queued, &c->node);
     k->pending++;
     dispatch(k);
     return c;
@@ -694,9 +564,9 @@ struct kube_call *kube_watch(struct kube *k, const char *path, kube_data_fn data
     c->watch = true;
     c->data = data;
     c->state = C_QUEUED;
-    clist_push(&k->queued, c);   /* only so that attempt_start can move it */
+    list_push(&k->queued, &c->node);   /* only so that attempt_start can move it */
     if (!attempt_start(k, c)) {
-        clist_unlink(&k->queued, c);
+        list_unlink(&k->queued, &c->node);
         call_free(c);
         return NULL;
     }
@@ -707,7 +577,7 @@ void kube_cancel(struct kube *k, struct kube_call *c)
 {
     if (!k || !c)
         return;
-    clist_unlink(clist_of(k, c->state), c);
+    list_unlink(state_list(k, c->state), &c->node);
     if (c->state == C_ACTIVE) {
         http_abort(k->http, c->xfer);
         if (c->urgent)
@@ -736,7 +606,7 @@ void kube_perform(struct kube *k)
 
     http_perform(k->http);
     dispatch(k);
-    while ((c = k->failed.head))
+    while ((c = CALL(k->failed.head)))
         finish(k, c, 0, NULL, 0, c->error);
     if (k->recovered) {
         k->recovered = false;
@@ -744,6 +614,30 @@ void kube_perform(struct kube *k)
             k->on_recovered(k->recovered_arg);
     }
     dispatch(k);
+}
+
+static struct kube_call *transport_request(void *arg, const char *method, const char *path,
+                                           const char *content_type, const char *body,
+                                           size_t len, kube_done_fn done, void *done_arg)
+{
+    return kube_request(arg, method, path, content_type, body, len, done, done_arg);
+}
+
+static struct kube_call *transport_watch(void *arg, const char *path, kube_data_fn data,
+                                         kube_done_fn done, void *done_arg)
+{
+    return kube_watch(arg, path, data, done, done_arg);
+}
+
+static void transport_cancel(void *arg, struct kube_call *c)
+{
+    kube_cancel(arg, c);
+}
+
+struct kube_transport kube_transport(struct kube *k)
+{
+    return (struct kube_transport){ transport_request, transport_watch, transport_cancel,
+                                    NULL, k };
 }
 
 void kube_set_recovered(struct kube *k, kube_recovered_fn fn, void *arg)
@@ -762,20 +656,20 @@ long kube_next_timeout(const struct kube *k)
     int64_t now = clock_ms();
     long best = -1;
 
-    if (k->failed.head)
+    if (!list_empty(&k->failed))
         return 0;
-    for (const struct kube_call *c = k->waiting.head; c; c = c->next) {
+    for (const struct kube_call *c = CALL(k->waiting.head); c; c = CALL(c->node.next)) {
         long d = c->due_ms > now ? (long)(c->due_ms - now) : 0;
 
         if (best < 0 || d < best)
             best = d;
     }
-    if (k->queued.head && k->urgent_in_flight < URGENT_SLOTS) {
-        for (const struct kube_call *c = k->queued.head; c; c = c->next)
+    if (!list_empty(&k->queued) && k->urgent_in_flight < URGENT_SLOTS) {
+        for (const struct kube_call *c = CALL(k->queued.head); c; c = CALL(c->node.next))
             if (c->urgent)
                 return 0;
     }
-    if (k->queued.head && k->in_flight < k->o.max_in_flight) {
+    if (!list_empty(&k->queued) && k->in_flight < k->o.max_in_flight) {
         double t = k->tokens;
         long d = 0;
 
@@ -792,135 +686,4 @@ long kube_next_timeout(const struct kube *k)
             best = d;
     }
     return best;
-}
-
-/* --- resources and paths ------------------------------------------------ */
-
-static const struct kube_resource resources[] = {
-    { "v1", "Pod", "pods", true },
-    { "v1", "Service", "services", true },
-    { "discovery.k8s.io/v1", "EndpointSlice", "endpointslices", true },
-    { "gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes", true },
-    { "coordination.k8s.io/v1", "Lease", "leases", true },
-    { "v1", "Event", "events", true },
-    { "events.k8s.io/v1", "Event", "events", true },
-};
-
-const struct kube_resource *kube_resource_find(const char *api_version, const char *kind)
-{
-    if (!api_version || !kind)
-        return NULL;
-    for (size_t i = 0; i < sizeof(resources) / sizeof(resources[0]); i++)
-        if (strcmp(resources[i].api_version, api_version) == 0 &&
-            strcmp(resources[i].kind, kind) == 0)
-            return &resources[i];
-    return NULL;
-}
-
-/* A bounded string builder: `over` sticks once anything did not fit. */
-struct sb {
-    char *buf;
-    size_t cap, len;
-    bool over;
-};
-
-static void sb_put(struct sb *b, const char *s, size_t n)
-{
-    if (b->over || n >= b->cap - b->len) {
-        b->over = true;
-        return;
-    }
-    memcpy(b->buf + b->len, s, n);
-    b->len += n;
-    b->buf[b->len] = '\0';
-}
-
-static void sb_str(struct sb *b, const char *s)
-{
-    sb_put(b, s, strlen(s));
-}
-
-/* Percent-escapes everything but RFC 3986 unreserved characters. */
-static void sb_escaped(struct sb *b, const char *s)
-{
-    static const char hex[] = "0123456789ABCDEF";
-
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-
-        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-            (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' || ch == '_' || ch == '~') {
-            sb_put(b, (const char *)&ch, 1);
-        } else {
-            char e[3] = { '%', hex[ch >> 4], hex[ch & 15] };
-
-            sb_put(b, e, 3);
-        }
-    }
-}
-
-/* "", "." and ".." would name another path once joined. */
-static bool bad_segment(const char *s)
-{
-    return !*s || strcmp(s, ".") == 0 || strcmp(s, "..") == 0;
-}
-
-int kube_path(char *buf, size_t len, const struct kube_resource *r, const char *ns,
-              const char *name, const char *query)
-{
-    struct sb b = { buf, len, 0, false };
-
-    if (!buf || len == 0)
-        return -ENAMETOOLONG;
-    buf[0] = '\0';
-    if (!r || (name && bad_segment(name)) || (ns && *ns && bad_segment(ns)))
-        return -EINVAL;
-    if (r->namespaced && name && !(ns && *ns))
-        return -EINVAL;
-    sb_str(&b, strchr(r->api_version, '/') ? "/apis/" : "/api/");
-    sb_str(&b, r->api_version);
-    if (r->namespaced && ns && *ns) {
-        sb_str(&b, "/namespaces/");
-        sb_escaped(&b, ns);
-    }
-    sb_str(&b, "/");
-    sb_str(&b, r->plural);
-    if (name) {
-        sb_str(&b, "/");
-        sb_escaped(&b, name);
-    }
-    if (query && *query) {
-        sb_str(&b, "?");
-        sb_str(&b, query);
-    }
-    if (b.over) {
-        buf[0] = '\0';
-        return -ENAMETOOLONG;
-    }
-    return (int)b.len;
-}
-
-int kube_query_add(char *buf, size_t len, const char *key, const char *value)
-{
-    struct sb b;
-    size_t old;
-
-    if (!key)
-        return -EINVAL;
-    if (!buf || len == 0)
-        return -ENAMETOOLONG;
-    old = strnlen(buf, len);
-    if (old == len)
-        return -ENAMETOOLONG;
-    b = (struct sb){ buf, len, old, false };
-    if (old > 0)
-        sb_str(&b, "&");
-    sb_escaped(&b, key);
-    sb_str(&b, "=");
-    sb_escaped(&b, value ? value : "");
-    if (b.over) {
-        buf[old] = '\0';   /* leave the query as it was */
-        return -ENAMETOOLONG;
-    }
-    return (int)b.len;
 }

@@ -18,9 +18,10 @@
 #include <stddef.h>
 
 #include "kubeconfig.h"
+#include "kubepath.h"    /* the paths calls take */
+#include "transport.h"   /* responses, callbacks; the seam kube implements */
 
 struct kube;
-struct kube_call;
 
 struct kube_options {
     unsigned max_in_flight;   /* ordinary calls at once (>= 1) */
@@ -30,25 +31,6 @@ struct kube_options {
     long timeout_ms;          /* per attempt of an ordinary call; 0 = 30000 */
     const char *user_agent;   /* "envoy-router/<version>" */
 };
-
-struct kube_response {
-    long status;              /* HTTP status; 0 when no response (error set);
-                                 a watch cut off after its 200 has 200 and error */
-    const char *body;         /* response body (NUL-terminated), or a watch's
-                                 error body; "" when none */
-    size_t len;
-    const char *error;        /* transport error text, or NULL */
-};
-
-/* Called once when a call ends (success, HTTP error after retries, transport
- * error, or the end of a watch stream). `r` is valid only during the call.
- * Callbacks may start and cancel calls, but not kube_free/kube_wait/kube_perform. */
-typedef void (*kube_done_fn)(void *arg, const struct kube_response *r);
-
-/* Called with each chunk of a watch body while the status is 200. Return 0
- * to go on, non-zero to abort the stream (done is then called with
- * status 200 and error "aborted"). */
-typedef int (*kube_data_fn)(void *arg, const char *data, size_t len);
 
 /* New client. `auth` is copied. Returns NULL with one line in err on failure. */
 struct kube *kube_new(const struct kube_auth *auth, const struct kube_options *o,
@@ -91,13 +73,18 @@ void kube_set_recovered(struct kube *k, kube_recovered_fn fn, void *arg);
 /* Stops a call; its done callback is not called. NULL is ignored. */
 void kube_cancel(struct kube *k, struct kube_call *c);
 
+/* The client as the controllers' transport: kube_request, kube_watch and
+ * kube_cancel on k, and clock_ms. Valid while k lives. */
+struct kube_transport kube_transport(struct kube *k);
+
 /* Waits up to timeout_ms for network activity or for one of the caller's
  * `fds` to become readable (revents filled in), whichever is first. Returns
  * 0 or -1 on a poll error. */
 int kube_wait(struct kube *k, struct pollfd *fds, unsigned nfds, int timeout_ms);
 
 /* Moves transfers on and runs the callbacks of finished calls and due
- * retries. Call after kube_wait, and freely in between. */
+ * retries. Call after kube_wait, and freely in between. Callbacks may start
+ * and cancel calls, but not call kube_free, kube_wait or kube_perform. */
 void kube_perform(struct kube *k);
 
 /* Ordinary calls started and not finished (queued, waiting or in flight). */
@@ -105,31 +92,5 @@ size_t kube_pending(const struct kube *k);
 
 /* Milliseconds until the next queued retry or rate-limit slot; -1 if none. */
 long kube_next_timeout(const struct kube *k);
-
-/* The resources the host reads and writes. */
-struct kube_resource {
-    const char *api_version;  /* "v1", "discovery.k8s.io/v1", ... */
-    const char *kind;         /* "Pod", "Service", ... */
-    const char *plural;       /* "pods", "services", ... */
-    bool namespaced;
-};
-
-/* The resource for apiVersion+kind among Pod, Service, EndpointSlice,
- * HTTPRoute, Lease, Event (core and events.k8s.io); NULL if not one of them. */
-const struct kube_resource *kube_resource_find(const char *api_version, const char *kind);
-
-/* Writes the path of resource r in namespace ns ("" or NULL: all namespaces
- * / cluster scope), object `name` (NULL: the collection), plus "?query" if
- * query is non-empty, into buf. Name and namespace are escaped. Returns the
- * length, -ENAMETOOLONG if it does not fit, or -EINVAL for no resource, a
- * name or namespace of "", "." or "..", or a namespaced name without a
- * namespace. */
-int kube_path(char *buf, size_t len, const struct kube_resource *r, const char *ns,
-              const char *name, const char *query);
-
-/* Appends "key=value" (value percent-escaped) to a query string in buf,
- * with "&" when buf is not empty. Returns the new length or -ENAMETOOLONG
- * (buf then unchanged); -EINVAL when key is NULL. */
-int kube_query_add(char *buf, size_t len, const char *key, const char *value);
 
 #endif

@@ -10,6 +10,9 @@
 #include <strings.h>
 #include <yaml.h>
 
+#include "dup.h"
+#include "file.h"
+
 #define FILE_MAX ((size_t)4 << 20)   /* a kubeconfig, a CA bundle, a key */
 #define SA_DIR "/var/run/secrets/kubernetes.io/serviceaccount"
 
@@ -38,52 +41,6 @@ static void kc_fail(struct kc *kc, const yaml_node_t *at, const char *fmt, ...)
                  at->start_mark.line + 1, msg);
     else
         snprintf(kc->err, kc->errlen, "kubeconfig %s: %s", kc->path, msg);
-}
-
-/* Reads a whole file (at most FILE_MAX bytes), NUL-terminated. NULL with
- * errno set on failure. */
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL, *p;
-    size_t n = 0, cap = 0;
-
-    if (!f)
-        return NULL;
-    for (;;) {
-        if (n + 1 >= cap) {
-            cap = cap ? cap * 2 : 4096;
-            if (cap > FILE_MAX + 1) {
-                free(buf);
-                fclose(f);
-                errno = EFBIG;
-                return NULL;
-            }
-            p = realloc(buf, cap);
-            if (!p) {
-                free(buf);
-                fclose(f);
-                errno = ENOMEM;
-                return NULL;
-            }
-            buf = p;
-        }
-        size_t got = fread(buf + n, 1, cap - n - 1, f);
-
-        n += got;
-        if (got == 0)
-            break;
-    }
-    if (ferror(f)) {
-        free(buf);
-        fclose(f);
-        errno = EIO;
-        return NULL;
-    }
-    fclose(f);
-    buf[n] = '\0';
-    *len = n;
-    return buf;
 }
 
 static int b64_value(unsigned char ch)
@@ -280,7 +237,7 @@ static int load_pem(struct kc *kc, const yaml_node_t *map, const char *where,
         kc_fail(kc, NULL, "out of memory");
         return -1;
     }
-    *buf = read_file(full, len);
+    *buf = file_read(full, FILE_MAX, len);
     if (!*buf) {
         kc_fail(kc, NULL, "%s: %s %s: %s", where, path_key, full, strerror(errno));
         free(full);
@@ -312,18 +269,6 @@ static int parse_bool(struct kc *kc, const yaml_node_t *map, const char *key, co
     }
     kc_fail(kc, map_get(kc, map, key), "%s: %s is not a boolean: %s", where, key, s);
     return -1;
-}
-
-static char *dup_or_null(const char *s, bool *oom)
-{
-    char *d;
-
-    if (!s)
-        return NULL;
-    d = strdup(s);
-    if (!d)
-        *oom = true;
-    return d;
 }
 
 static bool valid_server(const char *s)
@@ -389,8 +334,8 @@ static int fill(struct kc *kc, const char *context, struct kube_auth *a)
                 server);
         return -1;
     }
-    a->server = dup_or_null(server, &oom);
-    a->namespace = ns && *ns ? dup_or_null(ns, &oom) : NULL;
+    a->server = dup_str(server, &oom);
+    a->namespace = ns && *ns ? dup_str(ns, &oom) : NULL;
     if (oom)
         goto nomem;
     n = strlen(a->server);
@@ -416,7 +361,7 @@ static int fill(struct kc *kc, const char *context, struct kube_auth *a)
                 user_name);
         return -1;
     }
-    a->token = token && *token ? dup_or_null(token, &oom) : NULL;
+    a->token = token && *token ? dup_str(token, &oom) : NULL;
     if (token_file && *token_file && !(a->token_file = resolve(kc, token_file)))
         oom = true;
     if (oom)
@@ -446,7 +391,7 @@ int kubeconfig_load(const char *path, const char *context, struct kube_auth *out
     int rc = -1;
 
     memset(out, 0, sizeof(*out));
-    text = read_file(path, &len);
+    text = file_read(path, FILE_MAX, &len);
     if (!text) {
         snprintf(err, errlen, "kubeconfig %s: %s", path, strerror(errno));
         goto done;
@@ -543,7 +488,7 @@ int kubeconfig_in_cluster(const char *root, struct kube_auth *out, char *err, si
     }
     /* An IPv6 literal needs brackets in a URL. */
     snprintf(a.server, n, strchr(host, ':') ? "https://[%s]:%s" : "https://%s:%s", host, port);
-    a.ca_pem = read_file(ca_path, &a.ca_len);
+    a.ca_pem = file_read(ca_path, FILE_MAX, &a.ca_len);
     if (!a.ca_pem) {
         snprintf(err, errlen, "in-cluster config: CA %s: %s", ca_path, strerror(errno));
         goto done;
@@ -556,7 +501,7 @@ int kubeconfig_in_cluster(const char *root, struct kube_auth *out, char *err, si
         goto done;
     }
     fclose(f);
-    ns = read_file(ns_path, &n);
+    ns = file_read(ns_path, FILE_MAX, &n);
     if (ns) {
         while (n > 0 && (ns[n - 1] == '\n' || ns[n - 1] == '\r' || ns[n - 1] == ' '))
             ns[--n] = '\0';

@@ -1,14 +1,12 @@
 /* leader: see leader.h.
  *
- * The Lease travels as JSON; lua-cjson (in a small private lua_State) reads
- * and writes it, so the fields of the object this module does not manage
- * (labels, annotations, ownerReferences) go back unchanged on every PUT, as
- * with client-go's Get-modify-Update. */
+ * The Lease travels as JSON, read and built by the core state
+ * (core_lease_parse, core_lease_body). The text of the Lease last read is
+ * kept and each PUT is built on it, so the fields of the object this module
+ * does not manage (labels, annotations, ownerReferences) go back unchanged,
+ * as with client-go's Get-modify-Update. */
 #include "leader.h"
 
-#include <errno.h>
-#include <lauxlib.h>
-#include <lua.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,9 +17,6 @@
 #include "log.h"
 #include "metrics.h"
 
-/* lua-cjson exports its opener but ships no header. */
-int luaopen_cjson(lua_State *L);
-
 /* A call that has not answered in this long is abandoned and the attempt
  * made afresh: a renewal stuck behind retries must not outlast the renew
  * deadline unnoticed. */
@@ -31,14 +26,14 @@ enum op { OP_NONE, OP_GET, OP_WRITE, OP_RELEASE };
 
 struct leader {
     struct kube *kube;
+    struct core *core;
     struct timers *timers;
     char *ns, *name, *identity;
     char item_path[1024], coll_path[1024];
     int lease_seconds;
     int64_t renew_deadline_ms, retry_ms;
 
-    lua_State *L;                   /* cjson; holds the last Lease object seen */
-    int obj_ref;                    /* LUA_NOREF until a Lease was read */
+    char *lease;                    /* the Lease last read (JSON text), or NULL */
 
     struct leader_observation obs;
 
@@ -60,14 +55,14 @@ struct leader {
 
 /* --- pure decisions ---------------------------------------------------------- */
 
-bool leader_record_changed(const struct leader_record *a, const struct leader_record *b)
+bool leader_record_changed(const struct core_lease *a, const struct core_lease *b)
 {
     return strcmp(a->holder, b->holder) != 0 || a->lease_seconds != b->lease_seconds ||
            strcmp(a->acquire_time, b->acquire_time) != 0 ||
            strcmp(a->renew_time, b->renew_time) != 0 || a->transitions != b->transitions;
 }
 
-void leader_observe(struct leader_observation *o, const struct leader_record *rec,
+void leader_observe(struct leader_observation *o, const struct core_lease *rec,
                     int64_t now_ms)
 {
     if (!o->have || leader_record_changed(&o->record, rec)) {
@@ -95,9 +90,9 @@ bool leader_should_step_down(int64_t now_ms, int64_t last_renew_ms, int64_t rene
     return now_ms - last_renew_ms >= renew_deadline_ms;
 }
 
-void leader_record_next(const struct leader_record *observed, bool have_observed,
+void leader_record_next(const struct core_lease *observed, bool have_observed,
                         const char *me, int lease_seconds, const char *now_text,
-                        struct leader_record *out)
+                        struct core_lease *out)
 {
     bool renewal = have_observed && strcmp(observed->holder, me) == 0;
 
@@ -150,155 +145,39 @@ int leader_default_identity(char *buf, size_t len)
 
 /* --- the Lease as JSON --------------------------------------------------------- */
 
-/* Copies string field `key` of the table at idx into buf ("" when absent or
- * not a string). */
-static void get_string(lua_State *L, int idx, const char *key, char *buf, size_t len)
-{
-    lua_getfield(L, idx, key);
-    const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
-    snprintf(buf, len, "%s", s);
-    lua_pop(L, 1);
-}
-
-static int get_int(lua_State *L, int idx, const char *key)
-{
-    int isnum = 0;
-    lua_getfield(L, idx, key);
-    lua_Integer v = lua_tointegerx(L, -1, &isnum);
-    lua_pop(L, 1);
-    return isnum && v >= 0 && v <= 1000000000 ? (int)v : 0;
-}
-
-struct parse_args {
-    const char *body;
-    size_t len;
-    struct leader_record *rec;
-    int ref;                        /* out: registry reference of the object */
-};
-
-/* Protected: decodes a Lease, reads its record and keeps the object. */
-static int l_parse(lua_State *L)
-{
-    struct parse_args *a = lua_touserdata(L, 1);
-    lua_getfield(L, LUA_REGISTRYINDEX, "cjson");
-    lua_getfield(L, -1, "decode");
-    lua_pushlstring(L, a->body, a->len);
-    lua_call(L, 1, 1);
-    int obj = lua_gettop(L);
-    if (!lua_istable(L, obj) || lua_getfield(L, obj, "metadata") != LUA_TTABLE)
-        return luaL_error(L, "not a Lease object");
-    lua_pop(L, 1);
-    memset(a->rec, 0, sizeof *a->rec);
-    if (lua_getfield(L, obj, "spec") == LUA_TTABLE) {
-        int spec = lua_gettop(L);
-        get_string(L, spec, "holderIdentity", a->rec->holder, sizeof a->rec->holder);
-        a->rec->lease_seconds = get_int(L, spec, "leaseDurationSeconds");
-        get_string(L, spec, "acquireTime", a->rec->acquire_time, sizeof a->rec->acquire_time);
-        get_string(L, spec, "renewTime", a->rec->renew_time, sizeof a->rec->renew_time);
-        a->rec->transitions = get_int(L, spec, "leaseTransitions");
-    }
-    lua_settop(L, obj);
-    a->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    return 0;
-}
-
-struct build_args {
-    struct leader *l;
-    const struct leader_record *rec;
-};
-
-/* Protected: the Lease object carrying `rec`, encoded. Starts from the last
- * object read when there is one (its resourceVersion makes the PUT
- * conditional), else from a new object (for the POST). */
-static int l_build(lua_State *L)
-{
-    struct build_args *a = lua_touserdata(L, 1);
-    struct leader *l = a->l;
-    lua_getfield(L, LUA_REGISTRYINDEX, "cjson");
-    lua_getfield(L, -1, "encode");
-    if (l->obj_ref != LUA_NOREF) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, l->obj_ref);
-    } else {
-        lua_createtable(L, 0, 4);
-        lua_pushstring(L, "coordination.k8s.io/v1");
-        lua_setfield(L, -2, "apiVersion");
-        lua_pushstring(L, "Lease");
-        lua_setfield(L, -2, "kind");
-        lua_createtable(L, 0, 2);
-        lua_pushstring(L, l->name);
-        lua_setfield(L, -2, "name");
-        lua_pushstring(L, l->ns);
-        lua_setfield(L, -2, "namespace");
-        lua_setfield(L, -2, "metadata");
-    }
-    int obj = lua_gettop(L);
-    /* Unset managedFields keep the server's; sending them back is waste. */
-    if (lua_getfield(L, obj, "metadata") == LUA_TTABLE) {
-        lua_pushnil(L);
-        lua_setfield(L, -2, "managedFields");
-    }
-    lua_pop(L, 1);
-    if (lua_getfield(L, obj, "spec") != LUA_TTABLE) {
-        lua_pop(L, 1);
-        lua_newtable(L);
-        lua_pushvalue(L, -1);
-        lua_setfield(L, obj, "spec");
-    }
-    lua_pushstring(L, a->rec->holder);
-    lua_setfield(L, -2, "holderIdentity");
-    lua_pushinteger(L, a->rec->lease_seconds);
-    lua_setfield(L, -2, "leaseDurationSeconds");
-    lua_pushstring(L, a->rec->acquire_time);
-    lua_setfield(L, -2, "acquireTime");
-    lua_pushstring(L, a->rec->renew_time);
-    lua_setfield(L, -2, "renewTime");
-    lua_pushinteger(L, a->rec->transitions);
-    lua_setfield(L, -2, "leaseTransitions");
-    lua_pop(L, 1);
-    lua_call(L, 1, 1);
-    return 1;
-}
-
-/* Decodes a Lease body: fills *rec and keeps the object for the next PUT.
+/* Reads a Lease body into *rec and keeps its text for the next PUT.
  * Returns 0, or -1 with the reason in err. */
-static int parse(struct leader *l, const char *body, size_t len, struct leader_record *rec,
+static int parse(struct leader *l, const char *body, size_t len, struct core_lease *rec,
                  char *err, size_t errlen)
 {
-    struct parse_args a = {body, len, rec, LUA_NOREF};
-    lua_settop(l->L, 0);
-    lua_pushcfunction(l->L, l_parse);
-    lua_pushlightuserdata(l->L, &a);
-    if (lua_pcall(l->L, 1, 0, 0) != LUA_OK) {
-        const char *m = lua_tostring(l->L, -1);
-        snprintf(err, errlen, "%s", m ? m : "error");
-        lua_settop(l->L, 0);
+    if (core_lease_parse(l->core, body, len, rec, err, errlen) != 0)
+        return -1;
+    char *copy = strndup(body, len);    /* parsed JSON holds no NUL */
+    if (copy == NULL) {
+        snprintf(err, errlen, "out of memory");
         return -1;
     }
-    luaL_unref(l->L, LUA_REGISTRYINDEX, l->obj_ref);
-    l->obj_ref = a.ref;
+    free(l->lease);
+    l->lease = copy;
     return 0;
 }
 
 /* Sends `method` with the Lease carrying rec. Returns 0, or -1 (logged). */
-static int send_lease(struct leader *l, const char *method, const struct leader_record *rec,
+static int send_lease(struct leader *l, const char *method, const struct core_lease *rec,
                       kube_done_fn done, enum op op)
 {
-    struct build_args a = {l, rec};
-    lua_State *L = l->L;
-    lua_settop(L, 0);
-    lua_pushcfunction(L, l_build);
-    lua_pushlightuserdata(L, &a);
-    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
-        log_kv(LOG_ERROR, "leader: cannot encode the Lease", "error", lua_tostring(L, -1), NULL);
-        lua_settop(L, 0);
+    char err[512];
+    size_t len = 0;
+    char *body = core_lease_body(l->core, l->lease, l->lease ? strlen(l->lease) : 0, l->ns,
+                                 l->name, rec, &len, err, sizeof err);
+    if (body == NULL) {
+        log_kv(LOG_ERROR, "leader: cannot encode the Lease", "lease", l->name, "error", err, NULL);
         return -1;
     }
-    size_t len;
-    const char *body = lua_tolstring(L, -1, &len);
     bool create = strcmp(method, "POST") == 0;
     l->call = kube_request_urgent(l->kube, method, create ? l->coll_path : l->item_path, NULL, body,
                            len, done, l);      /* the body is copied */
-    lua_settop(L, 0);
+    free(body);
     if (l->call == NULL)
         return -1;
     l->op = op;
@@ -324,20 +203,23 @@ static void set_leading(struct leader *l, bool leading, const char *why)
         l->on_change(l->arg, leading);
 }
 
-static void note_failure(struct leader *l, const char *what, const struct kube_response *r)
+/* `why`: the reason an answer could not be read ("" when it was not read). */
+static void note_failure(struct leader *l, const char *what, const struct kube_response *r,
+                         const char *why)
 {
     char status[32];
     snprintf(status, sizeof status, "%ld", r->status);
     log_kv(l->failing ? LOG_DEBUG : LOG_WARN, "leader: Lease request failed", "request", what,
-           "lease", l->name, "status", status, "error", r->error ? r->error : r->body, NULL);
+           "lease", l->name, "status", status, "error",
+           *why ? why : r->error ? r->error : r->body, NULL);
     l->failing = true;
 }
 
 static void on_write(void *arg, const struct kube_response *r)
 {
     struct leader *l = arg;
-    struct leader_record rec;
-    char err[256];
+    struct core_lease rec;
+    char err[256] = "";
     int64_t now = clock_ms();
     int64_t sent = l->call_started_ms;
 
@@ -358,20 +240,20 @@ static void on_write(void *arg, const struct kube_response *r)
         start_get(l);
         return;
     }
-    note_failure(l, "write", r);
+    note_failure(l, "write", r, err);
 }
 
 /* Writes ourselves into the Lease (create when it does not exist). */
 static void acquire(struct leader *l, bool create)
 {
     char now_text[40];
-    struct leader_record rec;
+    struct core_lease rec;
     leader_micro_time(clock_wall(), now_text, sizeof now_text);
     leader_record_next(&l->obs.record, l->obs.have && !create, l->identity,
                        l->lease_seconds, now_text, &rec);
-    if (create) {
-        luaL_unref(l->L, LUA_REGISTRYINDEX, l->obj_ref);
-        l->obj_ref = LUA_NOREF;
+    if (create) {               /* a new Lease: built from nothing */
+        free(l->lease);
+        l->lease = NULL;
     }
     if (send_lease(l, create ? "POST" : "PUT", &rec, on_write, OP_WRITE) != 0)
         log_kv(LOG_ERROR, "leader: cannot start the Lease write", "lease", l->name, NULL);
@@ -380,8 +262,8 @@ static void acquire(struct leader *l, bool create)
 static void on_get(void *arg, const struct kube_response *r)
 {
     struct leader *l = arg;
-    struct leader_record rec;
-    char err[256];
+    struct core_lease rec;
+    char err[256] = "";
     int64_t now = clock_ms();
 
     l->call = NULL;
@@ -391,7 +273,7 @@ static void on_get(void *arg, const struct kube_response *r)
         return;
     }
     if (r->status != 200 || parse(l, r->body, r->len, &rec, err, sizeof err) != 0) {
-        note_failure(l, "get", r);
+        note_failure(l, "get", r, err);
         return;
     }
     leader_observe(&l->obs, &rec, now);
@@ -450,7 +332,7 @@ static void on_tick(void *arg)
         l->op = OP_NONE;
     }
     if (l->call == NULL) {
-        if (l->leading && l->obj_ref != LUA_NOREF)
+        if (l->leading && l->lease != NULL)
             acquire(l, false);      /* renew straight from the object we hold */
         else
             start_get(l);
@@ -458,20 +340,20 @@ static void on_tick(void *arg)
     schedule(l, now);
 }
 
-struct leader *leader_new(struct kube *k, struct timers *t, const struct leader_options *o,
-                          leader_change_fn on_change, void *arg)
+struct leader *leader_new(struct kube *k, struct core *c, struct timers *t,
+                          const struct leader_options *o, leader_change_fn on_change, void *arg)
 {
     const struct kube_resource *r = kube_resource_find("coordination.k8s.io/v1", "Lease");
     struct leader *l;
 
-    if (!o || !o->namespace || !*o->namespace || !o->name || !*o->name || !o->identity ||
+    if (!c || !o || !o->namespace || !*o->namespace || !o->name || !*o->name || !o->identity ||
         !*o->identity || !r)
         return NULL;
     if ((l = calloc(1, sizeof *l)) == NULL)
         return NULL;
     l->kube = k;
+    l->core = c;
     l->timers = t;
-    l->obj_ref = LUA_NOREF;
     l->on_change = on_change;
     l->arg = arg;
     l->lease_seconds = o->lease_seconds > 0 ? o->lease_seconds : LEADER_LEASE_SECONDS;
@@ -481,14 +363,10 @@ struct leader *leader_new(struct kube *k, struct timers *t, const struct leader_
     l->ns = strdup(o->namespace);
     l->name = strdup(o->name);
     l->identity = strdup(o->identity);
-    l->L = luaL_newstate();
-    if (!l->ns || !l->name || !l->identity || !l->L ||
+    if (!l->ns || !l->name || !l->identity ||
         kube_path(l->item_path, sizeof l->item_path, r, l->ns, l->name, NULL) < 0 ||
         kube_path(l->coll_path, sizeof l->coll_path, r, l->ns, NULL, NULL) < 0)
         goto fail;
-    luaL_requiref(l->L, "cjson", luaopen_cjson, 0);
-    lua_setfield(l->L, LUA_REGISTRYINDEX, "cjson");
-    lua_settop(l->L, 0);
     l->m_status = metrics_gauge("leader_election_master_status",
                                 "1 while this process holds the leader Lease, else 0.", "name");
     metrics_set(l->m_status, l->name, 0);
@@ -506,8 +384,7 @@ void leader_free(struct leader *l)
         kube_cancel(l->kube, l->call);
     if (l->timer)
         timers_cancel(l->timers, l->timer);
-    if (l->L)
-        lua_close(l->L);
+    free(l->lease);
     free(l->ns);
     free(l->name);
     free(l->identity);
@@ -542,7 +419,7 @@ static void release_done(struct leader *l)
 static void on_release_get(void *arg, const struct kube_response *r)
 {
     struct leader *l = arg;
-    struct leader_record rec;
+    struct core_lease rec;
     char err[256];
 
     l->call = NULL;
@@ -582,7 +459,7 @@ static void on_release(void *arg, const struct kube_response *r)
 static int send_release(struct leader *l)
 {
     char now_text[40];
-    struct leader_record rec;
+    struct core_lease rec;
 
     leader_micro_time(clock_wall(), now_text, sizeof now_text);
     memset(&rec, 0, sizeof rec);
@@ -607,7 +484,7 @@ int leader_release(struct leader *l, leader_released_fn done, void *arg)
         l->call = NULL;
         l->op = OP_NONE;
     }
-    if (!l->leading || l->obj_ref == LUA_NOREF)
+    if (!l->leading || l->lease == NULL)
         return -1;
     /* Stop counting as leader first: nothing may be written after this. */
     set_leading(l, false, "shutting down");

@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core.h"
 #include "kube.h"
 #include "timers.h"
 
@@ -46,13 +47,15 @@ typedef void (*leader_change_fn)(void *arg, bool leading);
 /* Called once when a release (see leader_release) has an answer. */
 typedef void (*leader_released_fn)(void *arg);
 
-/* New elector, idle until leader_start. Strings are copied. NULL when out of
- * memory or an option is missing (namespace, name or identity empty). */
-struct leader *leader_new(struct kube *k, struct timers *t, const struct leader_options *o,
-                          leader_change_fn on_change, void *arg);
+/* New elector, idle until leader_start; the Lease's JSON is read and built
+ * by `c` (core_lease_parse, core_lease_body). Strings are copied. NULL when
+ * out of memory or an option is missing (namespace, name or identity empty). */
+struct leader *leader_new(struct kube *k, struct core *c, struct timers *t,
+                          const struct leader_options *o, leader_change_fn on_change, void *arg);
 
 /* Cancels its call and timer and frees (without releasing the Lease);
- * leader_free(NULL) does nothing. Free it before the kube client and timers. */
+ * leader_free(NULL) does nothing. Free it before the kube client, the core
+ * and the timers. */
 void leader_free(struct leader *l);
 
 /* Starts campaigning: a first attempt now, then one every retry period. */
@@ -70,22 +73,16 @@ int leader_release(struct leader *l, leader_released_fn done, void *arg);
 
 /* --- pure decisions (exported for the tests) ------------------------------ */
 
-/* The parts of a Lease's spec that election reads and writes. */
-struct leader_record {
-    char holder[256];           /* holderIdentity; "" when none */
-    int lease_seconds;          /* leaseDurationSeconds */
-    char acquire_time[40];      /* acquireTime (MicroTime text) */
-    char renew_time[40];        /* renewTime (MicroTime text) */
-    int transitions;            /* leaseTransitions */
-};
+/* A record is the part of a Lease's spec that election reads and writes:
+ * struct core_lease (core.h), read and built by the core state. */
 
 /* True when the two records differ in any field. */
-bool leader_record_changed(const struct leader_record *a, const struct leader_record *b);
+bool leader_record_changed(const struct core_lease *a, const struct core_lease *b);
 
 /* What a candidate knows of the Lease: the record last read and the local
  * monotonic time at which it was first seen in that state. */
 struct leader_observation {
-    struct leader_record record;
+    struct core_lease record;
     bool have;
     int64_t observed_ms;
 };
@@ -93,7 +90,7 @@ struct leader_observation {
 /* Notes a record read at now_ms: the observed time moves only when the
  * record changed (client-go's rule), so the remote timestamps inside it are
  * never compared with the local clock. */
-void leader_observe(struct leader_observation *o, const struct leader_record *rec,
+void leader_observe(struct leader_observation *o, const struct core_lease *rec,
                     int64_t now_ms);
 
 /* True when a lease last seen changing at observed_ms (local monotonic)
@@ -112,9 +109,9 @@ bool leader_should_step_down(int64_t now_ms, int64_t last_renew_ms, int64_t rene
 /* The record `me` writes given the observed one: a renewal keeps acquireTime
  * and leaseTransitions; a takeover sets acquireTime to `now_text` and counts
  * one more transition. renewTime is always `now_text`. */
-void leader_record_next(const struct leader_record *observed, bool have_observed,
+void leader_record_next(const struct core_lease *observed, bool have_observed,
                         const char *me, int lease_seconds, const char *now_text,
-                        struct leader_record *out);
+                        struct core_lease *out);
 
 /* Formats a wall-clock time (seconds since the epoch) as a Kubernetes
  * MicroTime, "2006-01-02T15:04:05.000000Z", into buf (>= 32 bytes). */

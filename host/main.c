@@ -24,6 +24,7 @@
 #include "core.h"
 #include "dirwatch.h"
 #include "events.h"
+#include "file.h"
 #include "kube.h"
 #include "kubeconfig.h"
 #include "leader.h"
@@ -45,6 +46,7 @@
 #define RELOAD_DEBOUNCE_MS 300
 #define VALIDATE_SLICE_MS 20        /* validation work between two loop turns */
 #define STATS_EVERY_MS 1000
+#define POD_FILE_MAX ((size_t)16 << 20)  /* a pod given to `render` */
 #define RELEASE_WAIT_MS 3000        /* for the API server to take the Lease back */
 
 /* Test-only: a directory standing in for "/" when the service-account files
@@ -58,6 +60,7 @@ struct operator {
     int64_t trimmed_ms;
     struct config *cfg;
     struct kube *kube;
+    struct kube_transport io;       /* kube as the watches' and reconciler's transport */
     struct timers *timers;
     struct queue *queue;
     struct core *core;
@@ -406,7 +409,7 @@ static int add_watch(struct operator *op, const char *res, const char *api_versi
                      const char *kind, const char *selector)
 {
     const struct kube_resource *r = kube_resource_find(api_version, kind);
-    struct watch *w = r ? watch_new(op->kube, op->timers, op->core, res, r,
+    struct watch *w = r ? watch_new(&op->io, op->timers, op->core, res, r,
                                     op->cfg->watch_namespace, selector) : NULL;
     if (w == NULL)
         return -1;
@@ -555,6 +558,7 @@ static int run(struct config *cfg)
         goto out;
     }
     kube_set_recovered(op.kube, on_recovered, &op);
+    op.io = kube_transport(op.kube);
     op.timers = timers_new();
     op.queue = queue_new("pod", 250, 60000);
     op.core = core_new(op.sandbox, on_enqueue, &op, err, sizeof err);
@@ -563,7 +567,7 @@ static int run(struct config *cfg)
         goto out;
     }
     core_set_drain(op.core, (int64_t)cfg->route_drain_seconds * 1000);
-    op.rec = reconciler_new(op.queue, op.core, op.kube, (unsigned)cfg->max_concurrent_writes);
+    op.rec = reconciler_new(op.queue, op.core, &op.io, (unsigned)cfg->max_concurrent_writes);
     if (op.rec == NULL || setup_fds(&op) != 0)
         goto out;
     if (cfg->identity && *cfg->identity)
@@ -583,7 +587,7 @@ static int run(struct config *cfg)
                          : auth.namespace && *auth.namespace ? auth.namespace : "default";
         struct leader_options lo = {.namespace = ns, .name = cfg->leader_election_id,
                                     .identity = op.identity};
-        if ((op.leader = leader_new(op.kube, op.timers, &lo, on_leader, &op)) == NULL) {
+        if ((op.leader = leader_new(op.kube, op.core, op.timers, &lo, on_leader, &op)) == NULL) {
             fprintf(stderr, "envoy-router: cannot set up leader election: Lease %s/%s, "
                     "identity %s\n", ns, cfg->leader_election_id, op.identity);
             goto out;
@@ -644,43 +648,6 @@ out:
     return rc;
 }
 
-/* Reads a whole file; NULL with errno on failure. */
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    char *buf = NULL;
-    size_t cap = 0, n = 0;
-    while (true) {
-        if (n + 4096 + 1 > cap) {
-            cap = cap ? cap * 2 : 8192;
-            char *nb = realloc(buf, cap);
-            if (nb == NULL) {
-                free(buf);
-                fclose(f);
-                errno = ENOMEM;
-                return NULL;
-            }
-            buf = nb;
-        }
-        size_t got = fread(buf + n, 1, 4096, f);
-        n += got;
-        if (got < 4096)
-            break;
-    }
-    bool bad = ferror(f) != 0;
-    fclose(f);
-    if (bad) {
-        free(buf);
-        errno = EIO;
-        return NULL;
-    }
-    buf[n] = '\0';
-    *len = n;
-    return buf;
-}
-
 static int render(struct config *cfg)
 {
     char err[4096];
@@ -693,7 +660,7 @@ static int render(struct config *cfg)
         fprintf(stderr, "envoy-router render: --pod FILE is required\n");
         return 2;
     }
-    if ((text = read_file(cfg->pod_file, &len)) == NULL) {
+    if ((text = file_read(cfg->pod_file, POD_FILE_MAX, &len)) == NULL) {
         fprintf(stderr, "envoy-router render: cannot read %s: %s\n", cfg->pod_file, strerror(errno));
         return 1;
     }

@@ -12,13 +12,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hash.h"
 #include "log.h"
 
 enum kind { COUNTER, GAUGE, HISTOGRAM };
 
+#define SERIES(n) hash_entry(n, struct series, hn)
+
 struct series {
-    struct series *next;   /* hash chain */
-    uint64_t hash;
+    struct hash_node hn;   /* in the metric's table */
     const char *key;       /* the values as given, for lookup */
     const char **parts;    /* one value per label name */
     double value;          /* counter/gauge value; histogram sum */
@@ -35,9 +37,7 @@ struct metric {
     size_t nlabels;
     double *bounds;
     size_t nbounds;
-    struct series **table; /* power-of-two count */
-    size_t ntable;
-    size_t nseries;
+    struct hash table;     /* the series, by key */
     bool warned;           /* a malformed update was reported once */
 };
 
@@ -52,33 +52,19 @@ static const double default_bounds[] = {
 
 static const char *const kind_names[] = {"counter", "gauge", "histogram"};
 
-static uint64_t hash_str(const char *s)
+static void free_series(struct hash_node *n)
 {
-    uint64_t h = 14695981039346656037ULL; /* FNV-1a */
-
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ULL;
-    }
-    return h;
+    free(SERIES(n));
 }
 
 static void free_metric(struct metric *m)
 {
     if (m == NULL)
         return;
-    for (size_t i = 0; m->table != NULL && i < m->ntable; i++) {
-        struct series *s = m->table[i];
-        while (s != NULL) {
-            struct series *next = s->next;
-            free(s);
-            s = next;
-        }
-    }
+    hash_release(&m->table, free_series);
     for (size_t i = 0; m->labels != NULL && i < m->nlabels; i++)
         free(m->labels[i]);
     free(m->labels);
-    free(m->table);
     free(m->bounds);
     free(m->help);
     free(m->name);
@@ -119,31 +105,10 @@ static int split_labels(struct metric *m, const char *labels)
 
 static struct series *find_series(const struct metric *m, const char *key, uint64_t h)
 {
-    for (struct series *s = m->table[h & (m->ntable - 1)]; s; s = s->next)
-        if (s->hash == h && strcmp(s->key, key) == 0)
-            return s;
+    for (struct hash_node *n = hash_first(&m->table, h); n; n = hash_next(n))
+        if (strcmp(SERIES(n)->key, key) == 0)
+            return SERIES(n);
     return NULL;
-}
-
-static void grow_table(struct metric *m)
-{
-    size_t n = m->ntable * 2;
-    struct series **t = calloc(n, sizeof *t);
-
-    if (t == NULL)
-        return; /* longer chains, still correct */
-    for (size_t i = 0; i < m->ntable; i++) {
-        struct series *s = m->table[i];
-        while (s != NULL) {
-            struct series *next = s->next;
-            s->next = t[s->hash & (n - 1)];
-            t[s->hash & (n - 1)] = s;
-            s = next;
-        }
-    }
-    free(m->table);
-    m->table = t;
-    m->ntable = n;
 }
 
 /* The series for `values`, created on first use. NULL when the values do not
@@ -151,7 +116,7 @@ static void grow_table(struct metric *m)
 static struct series *get_series(struct metric *m, const char *values)
 {
     const char *key = values ? values : "";
-    uint64_t h = hash_str(key);
+    uint64_t h = hash_str(HASH_SEED, key);
     struct series *s = find_series(m, key, h);
     size_t len, nparts, size;
     char *copy;
@@ -181,7 +146,6 @@ static struct series *get_series(struct metric *m, const char *values)
     memcpy(copy, key, len + 1);
     memcpy(split, key, len + 1);
     s->key = copy;
-    s->hash = h;
     for (size_t i = 0; i < m->nlabels; i++) {
         char *comma = strchr(split, ',');
         s->parts[i] = split;
@@ -190,11 +154,7 @@ static struct series *get_series(struct metric *m, const char *values)
             split = comma + 1;
         }
     }
-    if (m->nseries >= m->ntable)
-        grow_table(m);
-    s->next = m->table[h & (m->ntable - 1)];
-    m->table[h & (m->ntable - 1)] = s;
-    m->nseries++;
+    hash_add(&m->table, &s->hn, h);
     return s;
 }
 
@@ -228,9 +188,7 @@ static struct metric *make_metric(enum kind kind, const char *name, const char *
     m->kind = kind;
     m->name = strdup(name);
     m->help = strdup(help ? help : "");
-    m->ntable = 8;
-    m->table = calloc(m->ntable, sizeof *m->table);
-    if (m->name == NULL || m->help == NULL || m->table == NULL)
+    if (m->name == NULL || m->help == NULL || hash_init(&m->table, 8) != 0)
         goto fail;
     if (split_labels(m, labels) != 0)
         goto fail;
@@ -360,7 +318,7 @@ double metrics_value(struct metric *m, const char *values)
     if (m == NULL)
         return 0;
     pthread_mutex_lock(&reg_lock);
-    s = find_series(m, key, hash_str(key));
+    s = find_series(m, key, hash_str(HASH_SEED, key));
     if (s != NULL)
         v = m->kind == HISTOGRAM ? (double)s->count : s->value;
     pthread_mutex_unlock(&reg_lock);
@@ -444,14 +402,14 @@ static int render_metric(FILE *o, const struct metric *m)
     size_t n = 0;
     char num[40];
 
-    if (m->nseries == 0)
+    if (m->table.n == 0)
         return 0; /* a labelled metric nobody used yet: nothing to say */
-    all = malloc(m->nseries * sizeof *all);
+    all = malloc(m->table.n * sizeof *all);
     if (all == NULL)
         return -ENOMEM;
-    for (size_t i = 0; i < m->ntable; i++)
-        for (struct series *s = m->table[i]; s; s = s->next)
-            all[n++] = s;
+    for (size_t i = 0; i < m->table.nchains; i++)
+        for (struct hash_node *x = m->table.chains[i]; x; x = x->next)
+            all[n++] = SERIES(x);
     qsort_r(all, n, sizeof *all, compare_series, (void *)&m->nlabels);
 
     fprintf(o, "# HELP %s ", m->name);

@@ -12,20 +12,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hash.h"
+#include "heap.h"
 #include "metrics.h"
 
 enum state { IDLE, READY, DELAYED, PROCESSING };
 
+#define ITEM(n) hash_entry(n, struct item, hn_key)
+
 struct item {
-    struct item *hnext;  /* hash chain */
+    struct hash_node hn_key; /* in the table by key */
     struct item *fnext;  /* ready FIFO */
-    uint64_t hash;
-    uint64_t seq;        /* heap tie-break: earlier insertion first */
-    int64_t due;         /* DELAYED: when it becomes ready */
+    struct heap_node hn; /* DELAYED: keyed by when it becomes ready */
     int64_t since;       /* READY: when it became ready; PROCESSING: popped */
     int64_t again;       /* PROCESSING: when to come back after done, or
                             INT64_MAX when it was not added meanwhile */
-    size_t heap_pos;
     unsigned failures;
     enum state state;
     char key[];
@@ -36,32 +37,17 @@ struct queue {
     int64_t base_ms;
     int64_t max_ms;
 
-    struct item **buckets;   /* power-of-two count */
-    size_t nbuckets;
-    size_t nitems;
+    struct hash items;       /* by key */
 
     struct item *head, *tail; /* ready FIFO */
     size_t nready;
 
-    struct item **heap;
-    size_t nheap, heap_cap;
-    uint64_t seq;
+    struct heap delayed;
 
     size_t nprocessing;
 
     struct metric *m_depth, *m_adds, *m_retries, *m_wait, *m_work;
 };
-
-static uint64_t hash_key(const char *s)
-{
-    uint64_t h = 14695981039346656037ULL; /* FNV-1a */
-
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ULL;
-    }
-    return h;
-}
 
 struct queue *queue_new(const char *name, int64_t base_ms, int64_t max_ms)
 {
@@ -70,9 +56,7 @@ struct queue *queue_new(const char *name, int64_t base_ms, int64_t max_ms)
     if (q == NULL)
         return NULL;
     q->name = strdup(name ? name : "");
-    q->nbuckets = 64;
-    q->buckets = calloc(q->nbuckets, sizeof *q->buckets);
-    if (q->name == NULL || q->buckets == NULL)
+    if (q->name == NULL || hash_init(&q->items, 64) != 0)
         goto fail;
     q->base_ms = base_ms > 0 ? base_ms : 0;
     q->max_ms = max_ms > q->base_ms ? max_ms : q->base_ms;
@@ -100,20 +84,17 @@ fail:
     return NULL;
 }
 
+static void free_item(struct hash_node *n)
+{
+    free(ITEM(n));
+}
+
 void queue_free(struct queue *q)
 {
     if (q == NULL)
         return;
-    for (size_t i = 0; q->buckets != NULL && i < q->nbuckets; i++) {
-        struct item *it = q->buckets[i];
-        while (it != NULL) {
-            struct item *next = it->hnext;
-            free(it);
-            it = next;
-        }
-    }
-    free(q->buckets);
-    free(q->heap);
+    hash_release(&q->items, free_item);
+    heap_release(&q->delayed);
     free(q->name);
     free(q);
 }
@@ -122,42 +103,18 @@ void queue_free(struct queue *q)
 
 static struct item *find(const struct queue *q, const char *key)
 {
-    uint64_t h = hash_key(key);
+    uint64_t h = hash_str(HASH_SEED, key);
 
-    for (struct item *it = q->buckets[h & (q->nbuckets - 1)]; it; it = it->hnext)
-        if (it->hash == h && strcmp(it->key, key) == 0)
-            return it;
+    for (struct hash_node *n = hash_first(&q->items, h); n; n = hash_next(n))
+        if (strcmp(ITEM(n)->key, key) == 0)
+            return ITEM(n);
     return NULL;
-}
-
-/* Doubles the bucket array; on failure the table keeps working, only with
- * longer chains. */
-static void grow(struct queue *q)
-{
-    size_t n = q->nbuckets * 2;
-    struct item **b = calloc(n, sizeof *b);
-
-    if (b == NULL)
-        return;
-    for (size_t i = 0; i < q->nbuckets; i++) {
-        struct item *it = q->buckets[i];
-        while (it != NULL) {
-            struct item *next = it->hnext;
-            size_t j = it->hash & (n - 1);
-            it->hnext = b[j];
-            b[j] = it;
-            it = next;
-        }
-    }
-    free(q->buckets);
-    q->buckets = b;
-    q->nbuckets = n;
 }
 
 static struct item *find_or_create(struct queue *q, const char *key)
 {
     struct item *it = find(q, key);
-    size_t len, slot;
+    size_t len;
 
     if (it != NULL)
         return it;
@@ -166,106 +123,19 @@ static struct item *find_or_create(struct queue *q, const char *key)
     if (it == NULL)
         return NULL;
     memcpy(it->key, key, len + 1);
-    it->hash = hash_key(key);
     it->state = IDLE;
     it->again = INT64_MAX;
-    if (q->nitems >= q->nbuckets)
-        grow(q);
-    slot = it->hash & (q->nbuckets - 1);
-    it->hnext = q->buckets[slot];
-    q->buckets[slot] = it;
-    q->nitems++;
+    hash_add(&q->items, &it->hn_key, hash_str(HASH_SEED, key));
     return it;
 }
 
 /* Frees the record once nothing about the key is left to remember. */
 static void release_if_idle(struct queue *q, struct item *it)
 {
-    struct item **pp;
-
     if (it->state != IDLE || it->failures > 0)
         return;
-    for (pp = &q->buckets[it->hash & (q->nbuckets - 1)]; *pp; pp = &(*pp)->hnext) {
-        if (*pp == it) {
-            *pp = it->hnext;
-            q->nitems--;
-            free(it);
-            return;
-        }
-    }
-}
-
-/* --- delayed keys: min-heap on (due, seq) ------------------------------- */
-
-static bool before(const struct item *a, const struct item *b)
-{
-    return a->due < b->due || (a->due == b->due && a->seq < b->seq);
-}
-
-static void heap_place(struct queue *q, size_t i, struct item *it)
-{
-    q->heap[i] = it;
-    it->heap_pos = i;
-}
-
-static void sift_up(struct queue *q, size_t i)
-{
-    struct item *it = q->heap[i];
-
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!before(it, q->heap[parent]))
-            break;
-        heap_place(q, i, q->heap[parent]);
-        i = parent;
-    }
-    heap_place(q, i, it);
-}
-
-static void sift_down(struct queue *q, size_t i)
-{
-    struct item *it = q->heap[i];
-
-    for (;;) {
-        size_t child = 2 * i + 1;
-        if (child >= q->nheap)
-            break;
-        if (child + 1 < q->nheap && before(q->heap[child + 1], q->heap[child]))
-            child++;
-        if (!before(q->heap[child], it))
-            break;
-        heap_place(q, i, q->heap[child]);
-        i = child;
-    }
-    heap_place(q, i, it);
-}
-
-static int heap_push(struct queue *q, struct item *it)
-{
-    if (q->nheap == q->heap_cap) {
-        size_t cap = q->heap_cap ? q->heap_cap * 2 : 64;
-        struct item **h = realloc(q->heap, cap * sizeof *h);
-        if (h == NULL)
-            return -ENOMEM;
-        q->heap = h;
-        q->heap_cap = cap;
-    }
-    it->seq = q->seq++;
-    heap_place(q, q->nheap++, it);
-    sift_up(q, it->heap_pos);
-    return 0;
-}
-
-static void heap_remove(struct queue *q, struct item *it)
-{
-    size_t i = it->heap_pos;
-    struct item *last = q->heap[--q->nheap];
-
-    if (last == it)
-        return;
-    heap_place(q, i, last);
-    sift_up(q, i);
-    sift_down(q, last->heap_pos);
+    hash_remove(&q->items, &it->hn_key);
+    free(it);
 }
 
 /* --- ready FIFO ------------------------------------------------------------ */
@@ -295,10 +165,12 @@ static void make_ready(struct queue *q, struct item *it, int64_t since)
  * time keys became ready. */
 static void promote(struct queue *q, int64_t now)
 {
-    while (q->nheap > 0 && q->heap[0]->due <= now) {
-        struct item *it = q->heap[0];
-        heap_remove(q, it);
-        make_ready(q, it, it->due);
+    struct item *it;
+
+    while ((it = heap_entry(heap_top(&q->delayed), struct item, hn)) != NULL &&
+           it->hn.key <= now) {
+        heap_remove(&q->delayed, &it->hn);
+        make_ready(q, it, it->hn.key);
     }
 }
 
@@ -314,14 +186,13 @@ static int schedule(struct queue *q, struct item *it, int64_t at, int64_t now)
     case READY:
         return 0;
     case DELAYED:
-        if (at >= it->due)
+        if (at >= it->hn.key)
             return 0;
         if (at <= now) {
-            heap_remove(q, it);
+            heap_remove(&q->delayed, &it->hn);
             make_ready(q, it, now);
         } else {
-            it->due = at;
-            sift_up(q, it->heap_pos);
+            heap_update(&q->delayed, &it->hn, at);
         }
         return 0;
     case IDLE:
@@ -329,9 +200,8 @@ static int schedule(struct queue *q, struct item *it, int64_t at, int64_t now)
             make_ready(q, it, now);
             return 0;
         }
-        it->due = at;
         it->state = DELAYED;
-        if (heap_push(q, it) != 0) {
+        if (heap_push(&q->delayed, &it->hn, at) != 0) {
             it->state = IDLE;
             release_if_idle(q, it);
             return -ENOMEM;
@@ -454,7 +324,9 @@ unsigned queue_failures(const struct queue *q, const char *key)
 
 int64_t queue_next_deadline(const struct queue *q)
 {
-    return q->nheap > 0 ? q->heap[0]->due : INT64_MAX;
+    const struct heap_node *top = heap_top(&q->delayed);
+
+    return top ? top->key : INT64_MAX;
 }
 
 size_t queue_ready(const struct queue *q)
@@ -464,7 +336,7 @@ size_t queue_ready(const struct queue *q)
 
 size_t queue_len(const struct queue *q)
 {
-    return q->nready + q->nheap;
+    return q->nready + q->delayed.n;
 }
 
 size_t queue_processing(const struct queue *q)

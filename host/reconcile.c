@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "list.h"
 #include "log.h"
 #include "metrics.h"
 #include "timers.h"
@@ -19,7 +20,7 @@ struct op {
 
 struct job {
     struct reconciler *r;
-    struct job *prev, *next;
+    struct list_node node;       /* in the reconciler's jobs */
     char *key;
     struct core_plan plan;
     struct op *ops;
@@ -31,12 +32,12 @@ struct job {
 struct reconciler {
     struct queue *queue;
     struct core *core;
-    struct kube *kube;
+    struct kube_transport io;    /* the client, or a test's script */
     unsigned max_active;
     bool paused;
     size_t active;
     uint64_t writes;
-    struct job *jobs;
+    struct list jobs;             /* in flight, newest first */
     reconcile_report_fn report;
     void *report_arg;
     struct metric *total, *errors, *seconds, *workers, *script_errors;
@@ -52,7 +53,8 @@ static void log_report(void *arg, const struct core_plan *plan, const char *reas
     log_kv(LOG_WARN, message, "pod", pod, "reason", reason, NULL);
 }
 
-struct reconciler *reconciler_new(struct queue *q, struct core *core, struct kube *k,
+struct reconciler *reconciler_new(struct queue *q, struct core *core,
+                                  const struct kube_transport *io,
                                   unsigned max_active)
 {
     struct reconciler *r = calloc(1, sizeof *r);
@@ -60,7 +62,7 @@ struct reconciler *reconciler_new(struct queue *q, struct core *core, struct kub
         return NULL;
     r->queue = q;
     r->core = core;
-    r->kube = k;
+    r->io = *io;
     r->max_active = max_active ? max_active : 1;
     r->paused = true;
     r->report = log_report;
@@ -96,9 +98,9 @@ void reconciler_free(struct reconciler *r)
 {
     if (r == NULL)
         return;
-    while (r->jobs) {
-        struct job *j = r->jobs;
-        r->jobs = j->next;
+    while (!list_empty(&r->jobs)) {
+        struct job *j = list_entry(r->jobs.head, struct job, node);
+        list_unlink(&r->jobs, &j->node);
         job_free(j);
     }
     free(r);
@@ -123,13 +125,13 @@ bool reconciler_can_take(const struct reconciler *r)
 size_t reconciler_cancel(struct reconciler *r)
 {
     size_t n = 0;
-    int64_t now = clock_ms();
-    while (r->jobs) {
-        struct job *j = r->jobs;
-        r->jobs = j->next;
+    int64_t now = transport_now(&r->io);
+    while (!list_empty(&r->jobs)) {
+        struct job *j = list_entry(r->jobs.head, struct job, node);
+        list_unlink(&r->jobs, &j->node);
         for (size_t i = 0; j->ops && i < j->plan.n_actions; i++) {
             if (j->ops[i].call) {
-                kube_cancel(r->kube, j->ops[i].call);
+                r->io.cancel(r->io.arg, j->ops[i].call);
                 n++;
             }
         }
@@ -155,7 +157,7 @@ uint64_t reconciler_writes(const struct reconciler *r)
 static void finish(struct job *j)
 {
     struct reconciler *r = j->r;
-    int64_t now = clock_ms();
+    int64_t now = transport_now(&r->io);
     bool failed = j->failed || j->plan.error != NULL;
     metrics_add(r->total, failed ? "pod,error" : "pod,success", 1);
     if (failed)
@@ -168,12 +170,7 @@ static void finish(struct job *j)
     queue_done(r->queue, j->key, now);
     if (!failed && j->plan.requeue_ms > 0)   /* the drain delay of its Service */
         queue_add_after(r->queue, j->key, j->plan.requeue_ms, now);
-    if (j->prev)
-        j->prev->next = j->next;
-    else
-        r->jobs = j->next;
-    if (j->next)
-        j->next->prev = j->prev;
+    list_unlink(&r->jobs, &j->node);
     r->active--;
     metrics_set(r->workers, "pod", (double)r->active);
     job_free(j);
@@ -226,10 +223,7 @@ static void start(struct reconciler *r, const char *key, int64_t now)
     }
     j->r = r;
     j->started_ms = now;
-    j->next = r->jobs;
-    if (r->jobs)
-        r->jobs->prev = j;
-    r->jobs = j;
+    list_push_front(&r->jobs, &j->node);
     r->active++;
     metrics_set(r->workers, "pod", (double)r->active);
     if (core_reconcile(r->core, key, &j->plan, err, sizeof err) != 0) {
@@ -275,7 +269,7 @@ static void start(struct reconciler *r, const char *key, int64_t now)
                a->why ? "differs" : NULL, a->why, NULL);
         if (!read)
             r->writes++;
-        op->call = kube_request(r->kube, a->method, a->path, a->content_type,
+        op->call = r->io.request(r->io.arg, a->method, a->path, a->content_type,
                                 read ? NULL : a->body, read ? 0 : a->body_len, on_write, op);
         if (op->call == NULL) {
             struct kube_response none = {0, "", 0, "out of memory"};

@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 #include "core.h"
-#include "kube.h"
+#include "transport.h"
 #include "queue.h"
 
 struct reconciler;
@@ -23,9 +23,10 @@ struct reconciler;
 typedef void (*reconcile_report_fn)(void *arg, const struct core_plan *plan,
                                     const char *reason, const char *message);
 
-/* New reconciler, paused. NULL when out of memory. */
-struct reconciler *reconciler_new(struct queue *q, struct core *core, struct kube *k,
-                                  unsigned max_active);
+/* New reconciler, paused, writing through `io` (copied; kube_transport()
+ * of the client) and timing keys on io's clock. NULL when out of memory. */
+struct reconciler *reconciler_new(struct queue *q, struct core *core,
+                                  const struct kube_transport *io, unsigned max_active);
 
 /* Frees it and any job still running (their calls must be cancelled first,
  * e.g. by kube_free); reconciler_free(NULL) does nothing. */

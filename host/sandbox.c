@@ -11,8 +11,10 @@
 #include <time.h>
 
 #include "embedded.h"
+#include "file.h"
 #include "log.h"
 #include "metrics.h"
+#include "luacall.h"
 #include "luaval.h"
 #include "selector.h"
 
@@ -375,12 +377,15 @@ static void disarm(struct sandbox *s)
     lua_sethook(s->L, NULL, 0, 0);
 }
 
-static int traceback(lua_State *L)
+struct span {
+    const char *p;
+    size_t n;
+};
+
+static int push_span(lua_State *L)
 {
-    const char *msg = lua_tostring(L, 1);
-    if (msg == NULL)
-        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-    luaL_traceback(L, L, msg, 1);
+    const struct span *sp = lua_touserdata(L, 1);
+    lua_pushlstring(L, sp->p, sp->n);
     return 1;
 }
 
@@ -388,29 +393,23 @@ static int traceback(lua_State *L)
  * pushed, 0 when the file does not exist, raises on other errors. */
 static int push_file(lua_State *L, const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
+    size_t n = 0;
+    char *text = file_read(path, MAX_SCRIPT_BYTES, &n);
+    if (text == NULL) {
         if (errno == ENOENT || errno == ENOTDIR)
             return 0;
-        return luaL_error(L, "cannot open %s: %s", path, strerror(errno));
-    }
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    size_t total = 0, n;
-    char chunk[4096];
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
-        total += n;
-        if (total > MAX_SCRIPT_BYTES) {
-            fclose(f);
+        if (errno == EFBIG)
             return luaL_error(L, "%s is larger than %d bytes", path, MAX_SCRIPT_BYTES);
-        }
-        luaL_addlstring(&b, chunk, n);
+        return luaL_error(L, "cannot read %s: %s", path, strerror(errno));
     }
-    bool bad = ferror(f) != 0;
-    fclose(f);
-    if (bad)
-        return luaL_error(L, "cannot read %s", path);
-    luaL_pushresult(&b);
+    /* Copied in under a pcall: a memory error must not leak the text. */
+    struct span sp = {text, n};
+    lua_pushcfunction(L, push_span);
+    lua_pushlightuserdata(L, &sp);
+    int rc = lua_pcall(L, 1, 1, 0);
+    free(text);
+    if (rc != LUA_OK)
+        return lua_error(L);
     return 1;
 }
 
@@ -620,6 +619,32 @@ static int undeclared_field(lua_State *L)
     return 0;
 }
 
+/* Functions replaced by a closure over the original: the script's pcall
+ * cannot swallow a spent budget, setmetatable is guarded, and the C functions
+ * that loop where the count hook cannot see them are charged for their work.
+ * lib NULL: a global. extra: the booleans wrap() passes on. */
+static const struct wrapped {
+    const char *lib, *name;
+    lua_CFunction fn;
+    int nextra;
+    bool extra[2];
+} wrapped[] = {
+    {NULL, "pcall", guarded_pcall, 0, {false, false}},
+    {NULL, "xpcall", guarded_pcall, 0, {false, false}},
+    {NULL, "setmetatable", guarded_setmetatable, 0, {false, false}},
+    {"string", "find", bounded_pattern, 2, {true, true}},
+    {"string", "match", bounded_pattern, 2, {true, false}},
+    {"string", "gsub", bounded_pattern, 2, {true, false}},
+    {"string", "gmatch", bounded_pattern, 2, {false, false}},
+    {"string", "rep", charged_rep, 0, {false, false}},
+    {"table", "move", charged_move, 0, {false, false}},
+    {"table", "insert", charged_insert, 0, {false, false}},
+    {"table", "remove", charged_remove, 0, {false, false}},
+    {"table", "concat", charged_concat, 0, {false, false}},
+    {"table", "sort", charged_sort, 0, {false, false}},
+    {NULL, NULL, NULL, 0, {false, false}},
+};
+
 /* Runs in protected mode: opens the allowed libraries and trims _G. */
 static int setup(lua_State *L)
 {
@@ -658,32 +683,15 @@ static int setup(lua_State *L)
      * functions of Debian's build are not on it. */
     for (const struct lib_fields *lf = allowed_fields; lf->lib; lf++)
         trim_library(L, lf);
-    static const char *const guarded[] = {"pcall", "xpcall"};
-    for (size_t i = 0; i < 2; i++) {
-        lua_getfield(L, 1, guarded[i]);
-        lua_pushcclosure(L, guarded_pcall, 1);
-        lua_setfield(L, 1, guarded[i]);
+    for (const struct wrapped *w = wrapped; w->name; w++) {
+        int lib = 1;
+        if (w->lib != NULL) {
+            lua_getfield(L, 1, w->lib);                     /* G lib */
+            lib = 2;
+        }
+        wrap(L, lib, w->name, w->fn, w->nextra, w->extra);
+        lua_settop(L, 1);                                   /* G */
     }
-    lua_getfield(L, 1, "setmetatable");
-    lua_pushcclosure(L, guarded_setmetatable, 1);
-    lua_setfield(L, 1, "setmetatable");
-    /* C functions that loop where the count hook cannot see them. */
-    lua_getfield(L, 1, "string");                           /* G string */
-    static const bool find[2] = {true, true}, match[2] = {true, false},
-                      gmatch[2] = {false, false};
-    wrap(L, 2, "find", bounded_pattern, 2, find);
-    wrap(L, 2, "match", bounded_pattern, 2, match);
-    wrap(L, 2, "gsub", bounded_pattern, 2, match);
-    wrap(L, 2, "gmatch", bounded_pattern, 2, gmatch);
-    wrap(L, 2, "rep", charged_rep, 0, NULL);
-    lua_pop(L, 1);
-    lua_getfield(L, 1, "table");                            /* G table */
-    wrap(L, 2, "move", charged_move, 0, NULL);
-    wrap(L, 2, "insert", charged_insert, 0, NULL);
-    wrap(L, 2, "remove", charged_remove, 0, NULL);
-    wrap(L, 2, "concat", charged_concat, 0, NULL);
-    wrap(L, 2, "sort", charged_sort, 0, NULL);
-    lua_pop(L, 1);
     lua_pushcfunction(L, sandbox_require);
     lua_setfield(L, 1, "require");
     lua_newtable(L);
@@ -724,12 +732,6 @@ static int load_router(lua_State *L)
     return 1;
 }
 
-static void copy_msg(lua_State *L, int idx, char *msg, size_t len)
-{
-    const char *m = lua_tostring(L, idx);
-    snprintf(msg, len, "%s", m ? m : "(error without a message)");
-}
-
 struct sandbox *sandbox_new(const char *dir, const struct config *cfg,
                             const struct sandbox_limits *lim, char *err, size_t errlen)
 {
@@ -754,20 +756,15 @@ struct sandbox *sandbox_new(const char *dir, const struct config *cfg,
     lua_State *L = s->L;
     lua_pushlightuserdata(L, s);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &sandbox_key);
-    lua_pushcfunction(L, traceback);                        /* tb */
     lua_pushcfunction(L, setup);
-    if (lua_pcall(L, 0, 0, 1) != LUA_OK) {
-        copy_msg(L, -1, err, errlen);
+    if (luacall_protected(L, 0, 0, err, errlen) != LUA_OK)
         goto fail;
-    }
     lua_pushcfunction(L, load_router);
     arm(s);
-    int rc = lua_pcall(L, 0, 1, 1);
+    int rc = luacall_protected(L, 0, 1, err, errlen);
     disarm(s);
-    if (rc != LUA_OK) {
-        copy_msg(L, -1, err, errlen);
+    if (rc != LUA_OK)
         goto fail;
-    }
     lua_getfield(L, -1, "selector");
     s->selector = strdup(lua_tostring(L, -1));
     lua_pop(L, 1);
@@ -898,28 +895,27 @@ int sandbox_children(struct sandbox *s, lua_State *L, int pod_idx, char *msg, si
     struct call c = {s, L, lua_absindex(L, pod_idx)};
     int ret = -1;
     lua_settop(S, 0);
-    lua_pushcfunction(S, traceback);                        /* 1 tb */
     lua_pushcfunction(S, call_children);
     lua_pushlightuserdata(S, &c);
     arm(s);
-    int rc = lua_pcall(S, 1, 2, 1);                         /* 1 tb, 2 r1, 3 r2 */
+    int rc = luacall_protected(S, 1, 2, msg, msglen);       /* 1 r1, 2 r2 */
     disarm(s);
     if (rc != LUA_OK) {
-        copy_msg(S, -1, msg, msglen);
-    } else if (lua_isnil(S, 2)) {
-        const char *why = lua_tostring(S, 3);
+        /* msg already holds the error with its traceback */
+    } else if (lua_isnil(S, 1)) {
+        const char *why = lua_tostring(S, 2);
         snprintf(msg, msglen, "%s", why ? why : "no reason given");
         lua_pushnil(L);
         ret = 0;
-    } else if (lua_istable(S, 2)) {
-        if (luaval_copy(S, 2, L, &output_limits, msg, msglen) == 0)
+    } else if (lua_istable(S, 1)) {
+        if (luaval_copy(S, 1, L, &output_limits, msg, msglen) == 0)
             ret = 1;
         else
             snprintf(msg + strlen(msg), msglen - strlen(msg), " (children() output; at most %u "
                      "values, %u bytes)", SANDBOX_MAX_OUTPUT_NODES, SANDBOX_MAX_OUTPUT_BYTES);
     } else {
         snprintf(msg, msglen, "children() returned a %s; want a list of objects, "
-                 "or nil and a reason", luaL_typename(S, 2));
+                 "or nil and a reason", luaL_typename(S, 1));
     }
     lua_settop(S, 0);
     if (ret < 0)

@@ -20,7 +20,7 @@
 #define UNREACHABLE_MAX_MS 2000
 
 struct watch {
-    struct kube *kube;
+    struct kube_transport io;    /* the client, or a test's script */
     struct timers *timers;
     struct core *core;
     const struct kube_resource *r;
@@ -156,7 +156,7 @@ static void retry_later(struct watch *w, const char *reason)
                            ? UNREACHABLE_MAX_MS : w->backoff_ms);
     w->unreachable = false;         /* said for this failure only */
     w->backoff_ms = w->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : w->backoff_ms * 2;
-    w->timer = timers_add(w->timers, clock_ms() + delay, on_timer, w);
+    w->timer = timers_add(w->timers, transport_now(&w->io) + delay, on_timer, w);
     log_kv(LOG_WARN, "watch: retrying later", "resource", w->res, "reason", reason, NULL);
 }
 
@@ -241,7 +241,7 @@ static void start_list(struct watch *w, bool fresh)
         log_kv(LOG_ERROR, "watch: list path too long", "resource", w->res, NULL);
         return;
     }
-    w->call = kube_request(w->kube, "GET", path, NULL, NULL, 0, on_list, w);
+    w->call = w->io.request(w->io.arg, "GET", path, NULL, NULL, 0, on_list, w);
     if (w->call == NULL)
         retry_later(w, "oom");
 }
@@ -313,7 +313,7 @@ static void on_watch_end(void *arg, const struct kube_response *resp)
         return;
     }
     if (resp->status == 200 && resp->error == NULL &&
-        clock_ms() - w->watch_started_ms > 1000) {
+        transport_now(&w->io) - w->watch_started_ms > 1000) {
         /* The server ended the watch (timeoutSeconds): resume. */
         count_restart(w, "timeout");
         resume(w);
@@ -342,20 +342,20 @@ static void start_watch(struct watch *w)
         return;
     }
     lines_reset(w->lines);
-    w->watch_started_ms = clock_ms();
-    w->call = kube_watch(w->kube, path, on_data, on_watch_end, w);
+    w->watch_started_ms = transport_now(&w->io);
+    w->call = w->io.watch(w->io.arg, path, on_data, on_watch_end, w);
     if (w->call == NULL)
         retry_later(w, "oom");
 }
 
-struct watch *watch_new(struct kube *k, struct timers *t, struct core *core,
+struct watch *watch_new(const struct kube_transport *io, struct timers *t, struct core *core,
                         const char *res, const struct kube_resource *r,
                         const char *ns, const char *selector)
 {
     struct watch *w = calloc(1, sizeof *w);
     if (w == NULL)
         return NULL;
-    w->kube = k;
+    w->io = *io;
     w->timers = t;
     w->core = core;
     w->r = r;
@@ -382,7 +382,7 @@ struct watch *watch_new(struct kube *k, struct timers *t, struct core *core,
 static void stop(struct watch *w)
 {
     if (w->call) {
-        kube_cancel(w->kube, w->call);
+        w->io.cancel(w->io.arg, w->call);
         w->call = NULL;
     }
     if (w->timer) {

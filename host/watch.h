@@ -11,15 +11,18 @@
 #include <stdbool.h>
 
 #include "core.h"
-#include "kube.h"
+#include "kubepath.h"
+#include "transport.h"
 #include "timers.h"
 
 struct watch;
 
 /* New idle watch of `res` (core's name: "pods", "services", ...) of
- * resource r in namespace ns ("" = all) with label selector `selector`.
- * Strings are copied. NULL when out of memory. */
-struct watch *watch_new(struct kube *k, struct timers *t, struct core *core,
+ * resource r in namespace ns ("" = all) with label selector `selector`,
+ * calling the API server through `io` (copied; kube_transport() of the
+ * client) and timing its backoffs on io's clock with `t`. Strings are
+ * copied. NULL when out of memory. */
+struct watch *watch_new(const struct kube_transport *io, struct timers *t, struct core *core,
                         const char *res, const struct kube_resource *r,
                         const char *ns, const char *selector);
 

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <yaml.h>
 
+#include "dup.h"
 #include "jsonbuf.h"
 
 static bool matches(const char *pattern, const char *s)
@@ -50,13 +51,11 @@ char *yamljson_convert(const char *text, size_t len, size_t *out_len, char *err,
     while (i < len && isspace((unsigned char)text[i]))
         i++;
     if (i < len && (text[i] == '{' || text[i] == '[')) {
-        char *copy = malloc(len + 1);
+        char *copy = dup_mem(text, len);
         if (copy == NULL) {
             snprintf(err, errlen, "out of memory");
             return NULL;
         }
-        memcpy(copy, text, len);
-        copy[len] = '\0';
         *out_len = len;
         return copy;
     }

@@ -20,7 +20,7 @@
  * with --mutate=N also N seeded random mutations of each file, a poor man's
  * fuzzer that still finds framing bugs:
  *   cc -g -std=c11 -D_GNU_SOURCE -fsanitize=address,undefined -Ihost \
- *     host/fuzz/fuzz_lines.c host/lines.c -o build/fuzz_lines
+ *     host/fuzz/fuzz_lines.c host/lines.c host/file.c -o build/fuzz_lines
  *   build/fuzz_lines --mutate=20000 host/fuzz/corpus/lines/(every file)
  */
 #include <errno.h>
@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "file.h"
 #include "lines.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -196,6 +197,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 }
 
 #ifndef FUZZ_WITH_LIBFUZZER
+#define CORPUS_FILE_MAX ((size_t)64 << 20)
+
 /* xorshift64: deterministic, so a failing mutation can be replayed. */
 static uint64_t next_random(uint64_t *state)
 {
@@ -252,31 +255,6 @@ static size_t mutate(uint8_t *buf, size_t len, size_t cap, uint64_t *rng)
     return len;
 }
 
-static uint8_t *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    uint8_t *buf = NULL;
-    size_t cap = 0, got;
-
-    *len = 0;
-    if (f == NULL) {
-        perror(path);
-        return NULL;
-    }
-    do {
-        if (*len == cap) {
-            uint8_t *p = realloc(buf, cap ? cap * 2 : 4096);
-            check(p != NULL, "out of memory reading the corpus");
-            buf = p;
-            cap = cap ? cap * 2 : 4096;
-        }
-        got = fread(buf + *len, 1, cap - *len, f);
-        *len += got;
-    } while (got > 0);
-    fclose(f);
-    return buf;
-}
-
 /* Corpus replay, plus optional seeded mutations of each file. */
 int main(int argc, char **argv)
 {
@@ -289,12 +267,14 @@ int main(int argc, char **argv)
     }
     for (int i = first; i < argc; i++) {
         size_t len, cap;
-        uint8_t *seed = read_file(argv[i], &len);
+        uint8_t *seed = (uint8_t *)file_read(argv[i], CORPUS_FILE_MAX, &len);
         uint8_t *work;
         uint64_t rng = UINT64_C(0x9E3779B97F4A7C15) + (uint64_t)(unsigned)i;
 
-        if (seed == NULL)
+        if (seed == NULL) {
+            perror(argv[i]);
             return 1;
+        }
         LLVMFuzzerTestOneInput(seed, len);
         cap = len * 2 + 64;
         work = malloc(cap);

@@ -18,81 +18,34 @@
 #include "metrics.h"
 #include "timers.h"
 
+#include "scripted.h"
+
 int luaopen_cjson(lua_State *L);
 
-/* --- the fake transport ------------------------------------------------------------ */
+/* --- the scripted transport and the wall clock --------------------------------- */
 
-#define MAX_CALLS 64
-
-struct call {
-    char method[8];
-    char path[512];
-    char ctype[64];
-    char *body;
-    kube_done_fn done;
-    void *arg;
-    bool answered, cancelled;
-};
-
-static struct call calls[MAX_CALLS];
-static int ncalls;
-static int64_t now_ms;
+static struct scripted S;
 static double wall;
 
-static struct kube_call *fake_request(void *arg, const char *method, const char *path,
-                                      const char *ctype, const char *body, size_t len,
-                                      kube_done_fn done, void *done_arg)
+static double fake_wall(void)
 {
-    (void)arg;
-    assert_true(ncalls < MAX_CALLS);
-    struct call *c = &calls[ncalls++];
-    memset(c, 0, sizeof *c);
-    snprintf(c->method, sizeof c->method, "%s", method);
-    snprintf(c->path, sizeof c->path, "%s", path);
-    snprintf(c->ctype, sizeof c->ctype, "%s", ctype ? ctype : "");
-    c->body = strndup(body, len);
-    c->done = done;
-    c->arg = done_arg;
-    return (struct kube_call *)c;   /* opaque to events.c */
-}
-
-static void fake_cancel(void *arg, struct kube_call *kc)
-{
-    (void)arg;
-    ((struct call *)kc)->cancelled = true;
-}
-
-static int64_t fake_now(void *arg)
-{
-    (void)arg;
-    return now_ms;
-}
-
-static double fake_wall(void *arg)
-{
-    (void)arg;
     return wall;
 }
 
-static const struct events_transport fake = {fake_request, fake_cancel, fake_now, fake_wall,
-                                             NULL};
+#define calls S.calls
+#define ncalls ((int)S.n)
 
 static void answer(int i, long status)
 {
-    struct call *c = &calls[i];
-    assert_false(c->answered);
-    assert_false(c->cancelled);
-    c->answered = true;
-    struct kube_response r = {status, "{}", 2, NULL};
-    c->done(c->arg, &r);
+    scripted_answer(&S, (size_t)i, status, "{}");
 }
 
 /* Moves both clocks on and runs the timers that came due. */
 static void advance(struct timers *t, int64_t ms)
 {
-    now_ms += ms;
+    S.now += ms;
     wall += (double)ms / 1000.0;
-    timers_run(t, now_ms);
+    timers_run(t, S.now);
 }
 
 /* --- fixtures ------------------------------------------------------------------------ */
@@ -105,8 +58,10 @@ struct fx {
 
 static struct events *recorder(struct timers *t, size_t max_entries)
 {
+    struct kube_transport io = scripted_transport(&S);
     struct events_options o = {.component = "envoy-router", .instance = "pod-a_1234",
-                               .max_entries = max_entries, .transport = &fake};
+                               .max_entries = max_entries, .transport = &io,
+                               .wall = fake_wall};
     struct events *e = events_new(NULL, t, &o);
     assert_non_null(e);
     events_set_enabled(e, true);
@@ -119,8 +74,8 @@ static int setup(void **state)
     assert_non_null(f);
     metrics_reset();
     log_setup(LOG_ERROR, false);
-    ncalls = 0;
-    now_ms = 1000000;
+    scripted_free(&S);
+    S.now = 1000000;
     wall = 1700000000.0;            /* 2023-11-14T22:13:20Z */
     f->t = timers_new();
     assert_non_null(f->t);
@@ -138,8 +93,7 @@ static int teardown(void **state)
     events_free(f->e);
     timers_free(f->t);
     lua_close(f->L);
-    for (int i = 0; i < ncalls; i++)
-        free(calls[i].body);
+    scripted_free(&S);
     free(f);
     metrics_reset();
     return 0;
@@ -180,6 +134,11 @@ static double dropped(void)
     return metrics_value(metrics_counter("envoy_router_events_dropped_total", "", NULL), NULL);
 }
 
+static double written(const char *result)
+{
+    return metrics_value(metrics_counter("envoy_router_events_total", "", "result"), result);
+}
+
 /* --- tests ---------------------------------------------------------------------------- */
 
 static void test_bucket(void **state)
@@ -204,7 +163,9 @@ static void test_bucket(void **state)
 static void test_options_required(void **state)
 {
     struct fx *f = *state;
-    struct events_options o = {.component = "envoy-router", .instance = "", .transport = &fake};
+    struct kube_transport io = scripted_transport(&S);
+    struct events_options o = {.component = "envoy-router", .instance = "", .transport = &io,
+                               .wall = fake_wall};
     assert_null(events_new(NULL, f->t, &o));
     o.instance = "x";
     o.component = NULL;
@@ -262,7 +223,7 @@ static void test_repeats_update_the_count_once_a_minute(void **state)
     advance(f->t, 1);
     assert_int_equal(ncalls, 2);
     assert_string_equal(calls[1].method, "PATCH");
-    assert_string_equal(calls[1].ctype, "application/merge-patch+json");
+    assert_string_equal(calls[1].content_type, "application/merge-patch+json");
     char want[600];
     snprintf(want, sizeof want, "/api/v1/namespaces/ns/events/%s", field(f, 0, "metadata.name"));
     assert_string_equal(calls[1].path, want);
@@ -281,6 +242,9 @@ static void test_repeats_update_the_count_once_a_minute(void **state)
     answer(2, 200);
     assert_int_equal(events_tracked(f->e), 1);
     assert_int_equal(dropped(), 0);
+    assert_int_equal(written("created"), 1);
+    assert_int_equal(written("updated"), 2);
+    assert_int_equal(written("failed"), 0);
 }
 
 static void test_repeats_while_creating(void **state)

@@ -1,7 +1,7 @@
-/* Leader election: the timing decisions as pure functions, then whole
- * electors (with short timings) against a fake Lease API on 127.0.0.1 that
- * keeps one Lease and enforces resourceVersion preconditions like the API
- * server does. */
+/* Leader election: the timing decisions as pure functions, the Lease read
+ * and built by the core state, then whole electors (with short timings)
+ * against a fake Lease API on 127.0.0.1 that keeps one Lease and enforces
+ * resourceVersion preconditions like the API server does. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core.h"
 #include "kube.h"
 #include "leader.h"
 #include "log.h"
@@ -28,9 +29,9 @@ int luaopen_cjson(lua_State *L);
 
 /* --- pure decisions ------------------------------------------------------------ */
 
-static struct leader_record rec(const char *holder, int secs, const char *renew, int transitions)
+static struct core_lease rec(const char *holder, int secs, const char *renew, int transitions)
 {
-    struct leader_record r;
+    struct core_lease r;
     memset(&r, 0, sizeof r);
     snprintf(r.holder, sizeof r.holder, "%s", holder);
     r.lease_seconds = secs;
@@ -62,8 +63,8 @@ static void test_should_acquire(void **state)
 static void test_observed_time_is_local(void **state)
 {
     struct leader_observation o;
-    struct leader_record a = rec("other", 15, "2000-01-01T00:00:00.000000Z", 3);
-    struct leader_record b = rec("other", 15, "2000-01-01T00:00:02.000000Z", 3);
+    struct core_lease a = rec("other", 15, "2000-01-01T00:00:00.000000Z", 3);
+    struct core_lease b = rec("other", 15, "2000-01-01T00:00:02.000000Z", 3);
     (void)state;
 
     memset(&o, 0, sizeof o);
@@ -82,7 +83,7 @@ static void test_observed_time_is_local(void **state)
     assert_false(leader_should_acquire(115000, o.observed_ms, 15, o.record.holder, "me"));
     assert_true(leader_should_acquire(129000, o.observed_ms, 15, o.record.holder, "me"));
     /* Any field is a change. */
-    struct leader_record c = b;
+    struct core_lease c = b;
     c.transitions++;
     assert_true(leader_record_changed(&b, &c));
     c = b;
@@ -108,10 +109,10 @@ static void test_step_down(void **state)
 
 static void test_record_next(void **state)
 {
-    struct leader_record out;
-    struct leader_record mine = rec("me", 15, "2020-01-01T00:00:05.000000Z", 4);
-    struct leader_record theirs = rec("other", 15, "2020-01-01T00:00:05.000000Z", 4);
-    struct leader_record released = rec("", 1, "2020-01-01T00:00:05.000000Z", 4);
+    struct core_lease out;
+    struct core_lease mine = rec("me", 15, "2020-01-01T00:00:05.000000Z", 4);
+    struct core_lease theirs = rec("other", 15, "2020-01-01T00:00:05.000000Z", 4);
+    struct core_lease released = rec("", 1, "2020-01-01T00:00:05.000000Z", 4);
     (void)state;
 
     /* A renewal keeps acquireTime and the transition count. */
@@ -157,17 +158,203 @@ static void test_micro_time_and_identity(void **state)
     assert_int_equal(leader_default_identity(small, sizeof small), -1);
 }
 
+/* --- the Lease as JSON (core_lease_parse, core_lease_body) ---------------------- */
+
+/* Evaluates Lua `expr` with `o` bound to the decoded JSON `text` and
+ * returns the result as text in out ("" for nil). */
+static void json_eval(const char *text, const char *expr, char *out, size_t len)
+{
+    lua_State *L = luaL_newstate();
+    char code[512];
+    assert_non_null(L);
+    luaL_openlibs(L);
+    luaL_requiref(L, "cjson", luaopen_cjson, 0);
+    lua_setglobal(L, "cjson");
+    snprintf(code, sizeof code, "local o = cjson.decode(...); return %s", expr);
+    assert_int_equal(luaL_loadstring(L, code), LUA_OK);
+    lua_pushstring(L, text);
+    assert_int_equal(lua_pcall(L, 1, 1, 0), LUA_OK);
+    const char *v = lua_isnil(L, -1) ? "" : lua_tostring(L, -1);
+    snprintf(out, len, "%s", v ? v : "?");
+    lua_close(L);
+}
+
+static int core_setup(void **state)
+{
+    char err[256];
+    struct core *c = core_new(NULL, NULL, NULL, err, sizeof err);
+    assert_non_null(c);
+    *state = c;
+    return 0;
+}
+
+static int core_teardown(void **state)
+{
+    core_free(*state);
+    return 0;
+}
+
+static int parse_text(struct core *c, const char *text, struct core_lease *out, char *err,
+                      size_t errlen)
+{
+    return core_lease_parse(c, text, strlen(text), out, err, errlen);
+}
+
+static void test_lease_parse(void **state)
+{
+    struct core *c = *state;
+    struct core_lease r;
+    char err[256], holder[400];
+
+    assert_int_equal(parse_text(c, "{\"apiVersion\":\"coordination.k8s.io/v1\",\"kind\":\"Lease\","
+                                   "\"metadata\":{\"name\":\"lock\",\"resourceVersion\":\"7\"},"
+                                   "\"spec\":{\"holderIdentity\":\"pod-a_12\","
+                                   "\"leaseDurationSeconds\":15,"
+                                   "\"acquireTime\":\"2024-05-01T10:00:00.000000Z\","
+                                   "\"renewTime\":\"2024-05-01T10:00:08.500000Z\","
+                                   "\"leaseTransitions\":3}}", &r, err, sizeof err), 0);
+    assert_string_equal(r.holder, "pod-a_12");
+    assert_int_equal(r.lease_seconds, 15);
+    assert_string_equal(r.acquire_time, "2024-05-01T10:00:00.000000Z");
+    assert_string_equal(r.renew_time, "2024-05-01T10:00:08.500000Z");
+    assert_int_equal(r.transitions, 3);
+
+    /* A Lease without a spec (or with one not yet written) is free. */
+    assert_int_equal(parse_text(c, "{\"metadata\":{\"name\":\"lock\"}}", &r, err, sizeof err), 0);
+    assert_string_equal(r.holder, "");
+    assert_int_equal(r.lease_seconds, 0);
+    assert_string_equal(r.renew_time, "");
+    assert_int_equal(r.transitions, 0);
+    assert_int_equal(parse_text(c, "{\"metadata\":{},\"spec\":{\"holderIdentity\":null}}", &r,
+                                err, sizeof err), 0);
+    assert_string_equal(r.holder, "");
+
+    /* Ill-typed or out-of-range fields read as absent, not as garbage. */
+    assert_int_equal(parse_text(c, "{\"metadata\":{},\"spec\":{\"holderIdentity\":42,"
+                                   "\"leaseDurationSeconds\":1.5,\"acquireTime\":{},"
+                                   "\"renewTime\":[1],\"leaseTransitions\":-2}}", &r, err,
+                                sizeof err), 0);
+    assert_string_equal(r.holder, "");
+    assert_int_equal(r.lease_seconds, 0);
+    assert_string_equal(r.acquire_time, "");
+    assert_string_equal(r.renew_time, "");
+    assert_int_equal(r.transitions, 0);
+    assert_int_equal(parse_text(c, "{\"metadata\":{},\"spec\":{\"leaseDurationSeconds\":"
+                                   "1e12,\"leaseTransitions\":1000000000}}", &r, err,
+                                sizeof err), 0);
+    assert_int_equal(r.lease_seconds, 0);
+    assert_int_equal(r.transitions, 1000000000);
+
+    /* A holder longer than the record holds is cut, not overrun. */
+    memset(holder, 'h', sizeof holder);
+    char text[600];
+    snprintf(text, sizeof text, "{\"metadata\":{},\"spec\":{\"holderIdentity\":\"%.*s\"}}",
+             (int)(sizeof holder - 1), holder);
+    assert_int_equal(parse_text(c, text, &r, err, sizeof err), 0);
+    assert_int_equal(strlen(r.holder), sizeof r.holder - 1);
+}
+
+static void test_lease_parse_malformed(void **state)
+{
+    struct core *c = *state;
+    struct core_lease r;
+    char err[256];
+    static const char *const bad[] = {
+        "", "{\"metadata\":", "not json", "[]", "42", "\"Lease\"", "null", "{}",
+        "{\"metadata\":\"lock\"}", "{\"kind\":\"Status\",\"code\":500}",
+    };
+
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        err[0] = '\0';
+        memset(&r, 'x', sizeof r);
+        assert_int_equal(parse_text(c, bad[i], &r, err, sizeof err), -1);
+        /* The reason is said, and the record is left empty, never stale. */
+        assert_true(strstr(err, "not JSON") != NULL || strstr(err, "not a Lease") != NULL);
+        assert_string_equal(r.holder, "");
+        assert_int_equal(r.transitions, 0);
+    }
+    /* The core state is fine afterwards. */
+    assert_int_equal(parse_text(c, "{\"metadata\":{},\"spec\":{\"holderIdentity\":\"a\"}}", &r,
+                                err, sizeof err), 0);
+    assert_string_equal(r.holder, "a");
+}
+
+static void test_lease_body(void **state)
+{
+    struct core *c = *state;
+    struct core_lease in = rec("me", 15, "2024-05-01T10:00:08.500000Z", 2), back;
+    char err[256], buf[256];
+    size_t len = 0;
+
+    /* No base: a new Lease for the POST. */
+    char *body = core_lease_body(c, NULL, 0, "ns", "lock", &in, &len, err, sizeof err);
+    assert_non_null(body);
+    assert_int_equal(len, strlen(body));
+    json_eval(body, "o.apiVersion .. ' ' .. o.kind .. ' ' .. o.metadata.namespace .. '/' .. "
+                    "o.metadata.name", buf, sizeof buf);
+    assert_string_equal(buf, "coordination.k8s.io/v1 Lease ns/lock");
+    json_eval(body, "o.metadata.resourceVersion", buf, sizeof buf);
+    assert_string_equal(buf, "");
+    /* Whole numbers go out as JSON integers (the API server refuses 15.0). */
+    assert_non_null(strstr(body, "\"leaseDurationSeconds\":15"));
+    assert_null(strstr(body, "15.0"));
+    assert_int_equal(core_lease_parse(c, body, len, &back, err, sizeof err), 0);
+    assert_false(leader_record_changed(&in, &back));
+    free(body);
+
+    /* On a base: its resourceVersion (the PUT's precondition), the fields
+     * election does not own and the rest of the spec go back unchanged;
+     * managedFields stay behind; the election fields are ours. */
+    static const char base[] =
+        "{\"apiVersion\":\"coordination.k8s.io/v1\",\"kind\":\"Lease\","
+        "\"metadata\":{\"name\":\"lock\",\"namespace\":\"ns\",\"resourceVersion\":\"41\","
+        "\"labels\":{\"keep\":\"me\"},\"managedFields\":[{\"manager\":\"x\"}]},"
+        "\"spec\":{\"holderIdentity\":\"other\",\"leaseDurationSeconds\":30,"
+        "\"leaseTransitions\":9,\"strategy\":\"OldestEmulationVersion\"}}";
+    body = core_lease_body(c, base, strlen(base), "other-ns", "other-name", &in, &len, err,
+                           sizeof err);
+    assert_non_null(body);
+    json_eval(body, "o.metadata.resourceVersion .. ' ' .. o.metadata.labels.keep .. ' ' .. "
+                    "o.metadata.namespace .. '/' .. o.metadata.name .. ' ' .. o.spec.strategy",
+              buf, sizeof buf);
+    assert_string_equal(buf, "41 me ns/lock OldestEmulationVersion");
+    json_eval(body, "tostring(o.metadata.managedFields)", buf, sizeof buf);
+    assert_string_equal(buf, "nil");
+    assert_int_equal(core_lease_parse(c, body, len, &back, err, sizeof err), 0);
+    assert_false(leader_record_changed(&in, &back));
+    free(body);
+
+    /* A released record: no holder, written as an empty string. */
+    struct core_lease rel = rec("", 1, "NOW", 3);
+    body = core_lease_body(c, base, strlen(base), "ns", "lock", &rel, &len, err, sizeof err);
+    assert_non_null(body);
+    json_eval(body, "'[' .. o.spec.holderIdentity .. '] ' .. "
+                    "math.tointeger(o.spec.leaseDurationSeconds)", buf, sizeof buf);
+    assert_string_equal(buf, "[] 1");
+    free(body);
+
+    /* A base that is not a Lease: no body, and why. */
+    len = 99;
+    assert_null(core_lease_body(c, "{\"metadata\":", 12, "ns", "lock", &in, &len, err,
+                                sizeof err));
+    assert_non_null(strstr(err, "not JSON"));
+    assert_null(core_lease_body(c, "[]", 2, "ns", "lock", &in, &len, err, sizeof err));
+    assert_non_null(strstr(err, "not a Lease"));
+}
+
 /* --- a fake Lease API ------------------------------------------------------------ */
 
-/* Runs under the server's mutex. Globals: lease (table or nil), rv, fail. */
+/* Runs under the server's mutex. Globals: lease (table or nil), rv, fail,
+ * garbled (a GET answers 200 with this text instead of the Lease). */
 static const char fake_api[] =
     "local cjson = require('cjson')\n"
-    "lease, rv, fail, puts = nil, 0, false, 0\n"
+    "lease, rv, fail, puts, garbled = nil, 0, false, 0, nil\n"
     "local function status(code) return code, cjson.encode({kind = 'Status', code = code}) end\n"
     "function handle(method, path, body)\n"
     "  if fail then return status(503) end\n"
     "  local item = path:match('/leases/[^/]+$') ~= nil\n"
     "  if method == 'GET' and item then\n"
+    "    if garbled then return 200, garbled end\n"
     "    if not lease then return status(404) end\n"
     "    return 200, cjson.encode(lease)\n"
     "  elseif method == 'POST' and not item then\n"
@@ -304,6 +491,7 @@ static void fake_eval(struct fake *f, const char *code, char *out, size_t len)
 struct world {
     struct fake f;
     struct kube *k;
+    struct core *c;
     struct timers *t;
 };
 
@@ -344,8 +532,10 @@ static int setup(void **state)
     snprintf(url, sizeof url, "http://127.0.0.1:%u", w->f.port);
     a.server = url;
     w->k = kube_new(&a, &o, err, sizeof err);
+    w->c = core_new(NULL, NULL, NULL, err, sizeof err);
     w->t = timers_new();
     assert_non_null(w->k);
+    assert_non_null(w->c);
     assert_non_null(w->t);
     *state = w;
     return 0;
@@ -355,6 +545,7 @@ static int teardown(void **state)
 {
     struct world *w = *state;
     kube_free(w->k);
+    core_free(w->c);
     timers_free(w->t);
     fake_stop(&w->f);
     free(w);
@@ -367,7 +558,7 @@ static struct leader *elector(struct world *w, const char *id, struct watcher *w
 {
     struct leader_options o = {.namespace = "ns", .name = "lock", .identity = id,
                                .lease_seconds = 1, .renew_deadline_ms = 600, .retry_ms = 100};
-    struct leader *l = leader_new(w->k, w->t, &o, on_change, wa);
+    struct leader *l = leader_new(w->k, w->c, w->t, &o, on_change, wa);
     assert_non_null(l);
     return l;
 }
@@ -405,11 +596,12 @@ static void test_options_required(void **state)
 {
     struct world *w = *state;
     struct leader_options o = {.namespace = "ns", .name = "lock", .identity = ""};
-    assert_null(leader_new(w->k, w->t, &o, NULL, NULL));
+    assert_null(leader_new(w->k, w->c, w->t, &o, NULL, NULL));
     o.identity = "me";
+    assert_null(leader_new(w->k, NULL, w->t, &o, NULL, NULL));   /* no core */
     o.namespace = "";
-    assert_null(leader_new(w->k, w->t, &o, NULL, NULL));
-    assert_null(leader_new(w->k, w->t, NULL, NULL, NULL));
+    assert_null(leader_new(w->k, w->c, w->t, &o, NULL, NULL));
+    assert_null(leader_new(w->k, w->c, w->t, NULL, NULL, NULL));
     leader_free(NULL);
     assert_int_equal(leader_release(NULL, NULL, NULL), -1);
 }
@@ -594,6 +786,49 @@ static void test_conflict_reads_again_and_yields(void **state)
     leader_free(a);
 }
 
+static void test_malformed_lease_is_reported_not_taken(void **state)
+{
+    struct world *w = *state;
+    struct watcher wa = {0}, wb = {0};
+    char buf[128], *log = NULL;
+    size_t loglen = 0;
+    struct leader *a = elector(w, "a", &wa);
+    leader_start(a);
+    run_until(w, gained, &wa, 2000);
+    /* The API server answers a's reads with something that is not a Lease:
+     * b, a candidate, never takes it, says why once, and does not crash. */
+    fake_eval(&w->f, "garbled = '{\"kind\":\"Lease\",\"metadata\":'; return 1", buf,
+              sizeof buf);
+    FILE *out = open_memstream(&log, &loglen);
+    assert_non_null(out);
+    log_set_output(out);
+    log_setup(LOG_WARN, false);
+    struct leader *b = elector(w, "b", &wb);
+    leader_start(b);
+    run_until(w, gained, &wb, 1500);
+    log_setup(LOG_ERROR, false);
+    log_set_output(NULL);
+    fclose(out);
+    assert_int_equal(wb.gained, 0);
+    assert_non_null(strstr(log, "leader: Lease request failed"));
+    assert_non_null(strstr(log, "request=get"));
+    assert_non_null(strstr(log, "not JSON"));
+    /* Said once for the run of failures, not at every retry. */
+    char *first = strstr(log, "request=get");
+    assert_null(strstr(first + 1, "request=get"));
+    free(log);
+    /* a, the leader, renews on the Lease it holds: still the holder. */
+    assert_true(leader_is_leader(a));
+    /* Readable again: b reads a live holder and stays a candidate. */
+    fake_eval(&w->f, "garbled = nil; return 1", buf, sizeof buf);
+    run_until(w, gained, &wb, 1500);
+    assert_int_equal(wb.gained, 0);
+    fake_eval(&w->f, "return field('holderIdentity')", buf, sizeof buf);
+    assert_string_equal(buf, "a");
+    leader_free(b);
+    leader_free(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -602,6 +837,9 @@ int main(void)
         cmocka_unit_test(test_step_down),
         cmocka_unit_test(test_record_next),
         cmocka_unit_test(test_micro_time_and_identity),
+        cmocka_unit_test_setup_teardown(test_lease_parse, core_setup, core_teardown),
+        cmocka_unit_test_setup_teardown(test_lease_parse_malformed, core_setup, core_teardown),
+        cmocka_unit_test_setup_teardown(test_lease_body, core_setup, core_teardown),
         cmocka_unit_test_setup_teardown(test_options_required, setup, teardown),
         cmocka_unit_test_setup_teardown(test_one_leader_and_renewals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_takeover_after_crash_waits_for_the_lease, setup,
@@ -611,6 +849,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_release_after_an_unseen_renewal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_steps_down_when_renewals_fail, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conflict_reads_again_and_yields, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_malformed_lease_is_reported_not_taken, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests_name("leader", tests, NULL, NULL);
 }
