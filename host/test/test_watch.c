@@ -266,6 +266,31 @@ static void test_selector_change_lists_with_it(void **state)
     assert_true(has(scripted_last(&f->s), "labelSelector=b%20in%20%28x%2Cy%29"));
 }
 
+/* While nothing answers, the backoff keeps growing (the wait itself is
+ * capped at 2 s); the first answer after the outage, a restarted server's
+ * 503 while its paths come up, must start again from 500 ms, not wait the
+ * 30 s that grew meanwhile. */
+static void test_first_answer_after_outage_restarts_backoff(void **state)
+{
+    struct fixture *f = *state;
+    synced(f);
+    for (int i = 0; i < 8; i++) {
+        size_t last = f->s.n - 1;
+        scripted_end(&f->s, last, 0, NULL, "Connection refused");
+        int64_t due = timers_next(f->timers);
+        assert_true(due <= f->s.now + 2400);       /* 2 s, jittered */
+        f->s.now = due;
+        assert_int_equal(timers_run(f->timers, f->s.now), 1);
+        assert_int_equal(f->s.n, last + 2);
+    }
+    int64_t t0 = f->s.now;
+    scripted_answer(&f->s, f->s.n - 1, 503, "{\"kind\":\"Status\",\"code\":503}");
+    int64_t due = timers_next(f->timers);
+    if (due < t0 + 400 || due > t0 + 600)
+        fail_msg("retry %lld ms after the server's first answer, want 400-600",
+                 (long long)(due - t0));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -276,6 +301,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_bookmark_then_clean_end_resumes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_selector_change_lists_with_it, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_first_answer_after_outage_restarts_backoff, setup,
+                                        teardown),
     };
     log_setup(LOG_ERROR, false);
     return cmocka_run_group_tests_name("watch", tests, NULL, teardown_group);
