@@ -147,11 +147,14 @@ static void on_leader(void *arg, bool leading)
 }
 
 /* The API server answers again after an outage: keys backing off from the
- * failures it caused go now (unchanged children cost no write). */
+ * failures it caused go now (unchanged children cost no write), and their
+ * failure counts go too, so that a key failing once more while the server
+ * warms up retries after the base backoff, not after what the outage grew. */
 static void on_recovered(void *arg)
 {
     struct operator *op = arg;
     char n[32];
+    queue_forget_all(op->queue);
     snprintf(n, sizeof n, "%zu", core_enqueue_all(op->core));
     log_kv(LOG_INFO, "kube: the API server answers again; looking at every pod", "queued", n,
            NULL);

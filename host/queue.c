@@ -315,6 +315,20 @@ void queue_forget(struct queue *q, const char *key)
     release_if_idle(q, it);
 }
 
+void queue_forget_all(struct queue *q)
+{
+    for (size_t i = 0; i < q->items.nchains; i++) {
+        struct hash_node *x = q->items.chains[i];
+        while (x != NULL) {
+            struct hash_node *next = x->next;
+            struct item *it = ITEM(x);
+            it->failures = 0;
+            release_if_idle(q, it);
+            x = next;
+        }
+    }
+}
+
 unsigned queue_failures(const struct queue *q, const char *key)
 {
     const struct item *it = find(q, key);

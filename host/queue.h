@@ -51,6 +51,11 @@ int64_t queue_retry(struct queue *q, const char *key, int64_t now_ms);
 /* Forgets the failures of `key` (after a success). */
 void queue_forget(struct queue *q, const char *key);
 
+/* Forgets the failures of every key (the API server answers again after an
+ * outage: what failed during it starts again from the base backoff). Keys
+ * waiting keep their place and due time. */
+void queue_forget_all(struct queue *q);
+
 /* Failures counted for `key` since it last succeeded. */
 unsigned queue_failures(const struct queue *q, const char *key);
 

@@ -158,6 +158,44 @@ static void test_backoff_doubles_caps_and_forgets(void **state)
     assert_int_equal(queue_next_deadline(q), 30);
 }
 
+static void test_forget_all_after_an_outage(void **state)
+{
+    struct queue *q = *state; /* base 10 ms, max 100 ms */
+    char key[32];
+
+    /* 200 keys failed through an outage (enough to spread over many
+     * chains); one is in processing, 50 failed and then succeeded once. */
+    for (int i = 0; i < 200; i++) {
+        snprintf(key, sizeof key, "ns/p%d", i);
+        for (int j = 0; j < 5; j++)
+            queue_retry(q, key, 0);
+    }
+    assert_string_equal(queue_pop(q, 100), "ns/p0");
+    queue_forget_all(q);
+    for (int i = 0; i < 200; i++) {
+        snprintf(key, sizeof key, "ns/p%d", i);
+        assert_int_equal(queue_failures(q, key), 0);
+    }
+    /* Nothing was unqueued: 199 ready, one in processing. */
+    assert_int_equal(queue_len(q), 199);
+    assert_int_equal(queue_processing(q), 1);
+    /* Failing once more now waits the base backoff, not the grown one. */
+    assert_int_equal(queue_retry(q, "ns/p0", 100), 10);
+    queue_done(q, "ns/p0", 101);
+    assert_int_equal(queue_retry(q, "ns/p7", 101), 10);
+    /* Forgotten keys that are idle are released. */
+    queue_forget_all(q);
+    for (int i = 0; i < 200; i++) {
+        snprintf(key, sizeof key, "ns/p%d", i);
+        const char *k = queue_pop(q, 1000);
+        assert_non_null(k);
+        queue_done(q, k, 1000);
+    }
+    assert_null(queue_pop(q, 1000));
+    assert_int_equal(queue_len(q), 0);
+    queue_forget_all(q);
+}
+
 static void test_backoff_survives_huge_failure_counts(void **state)
 {
     struct queue *q = queue_new("big", 1000, INT64_MAX / 4);
@@ -336,6 +374,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_backoff_survives_huge_failure_counts, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_forget_all_after_an_outage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_while_processing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fifo_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_metrics_follow_the_queue, setup, teardown),
