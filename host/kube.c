@@ -68,6 +68,7 @@ struct kube {
     struct list failed;             /* could not start; done runs in perform */
     unsigned in_flight;             /* ordinary calls in flight */
     unsigned urgent_in_flight;      /* urgent calls in flight (own slots) */
+    uint64_t started;               /* attempts started, ever */
     size_t pending;                 /* ordinary calls not finished */
     double tokens;                  /* QPS bucket */
     int64_t tokens_ms;
@@ -187,6 +188,7 @@ static bool attempt_start(struct kube *k, struct kube_call *c)
     if (!c->xfer)
         return false;
     set_state(k, c, C_ACTIVE, false);
+    k->started++;
     if (c->urgent)
         k->urgent_in_flight++;
     else if (!c->watch)
@@ -600,7 +602,7 @@ int kube_wait(struct kube *k, struct pollfd *fds, unsigned nfds, int timeout_ms)
     return http_wait(k->http, fds, nfds, timeout_ms);
 }
 
-void kube_perform(struct kube *k)
+static void perform_once(struct kube *k)
 {
     struct kube_call *c;
 
@@ -614,6 +616,18 @@ void kube_perform(struct kube *k)
             k->on_recovered(k->recovered_arg);
     }
     dispatch(k);
+}
+
+void kube_perform(struct kube *k)
+{
+    uint64_t started = k->started;
+
+    perform_once(k);
+    /* Calls that took the slots of the ones just answered go on the wire
+     * now, not after whatever the caller does before its next turn (the
+     * planning of the next pods). Once: what this turn answers waits. */
+    if (k->started != started)
+        perform_once(k);
 }
 
 static struct kube_call *transport_request(void *arg, const char *method, const char *path,

@@ -83,7 +83,8 @@ struct kube_transport kube_transport(struct kube *k);
 int kube_wait(struct kube *k, struct pollfd *fds, unsigned nfds, int timeout_ms);
 
 /* Moves transfers on and runs the callbacks of finished calls and due
- * retries. Call after kube_wait, and freely in between. Callbacks may start
+ * retries; calls that took the slots of the answered ones are sent before it
+ * returns. Call after kube_wait, and freely in between. Callbacks may start
  * and cancel calls, but not call kube_free, kube_wait or kube_perform. */
 void kube_perform(struct kube *k);
 

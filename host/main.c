@@ -570,7 +570,8 @@ static int run(struct config *cfg)
         goto out;
     }
     core_set_drain(op.core, (int64_t)cfg->route_drain_seconds * 1000);
-    op.rec = reconciler_new(op.queue, op.core, &op.io, (unsigned)cfg->max_concurrent_writes);
+    op.rec = reconciler_new(op.queue, op.core, &op.io,
+                            reconciler_jobs_for((unsigned)cfg->max_concurrent_writes));
     if (op.rec == NULL || setup_fds(&op) != 0)
         goto out;
     if (cfg->identity && *cfg->identity)

@@ -1,6 +1,7 @@
 /* reconcile: see reconcile.h. */
 #include "reconcile.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +52,13 @@ static void log_report(void *arg, const struct core_plan *plan, const char *reas
     snprintf(pod, sizeof pod, "%s/%s", plan->pod_namespace ? plan->pod_namespace : "",
              plan->pod_name ? plan->pod_name : "");
     log_kv(LOG_WARN, message, "pod", pod, "reason", reason, NULL);
+}
+
+unsigned reconciler_jobs_for(unsigned max_writes)
+{
+    if (max_writes < 1)
+        return 1;
+    return max_writes > UINT_MAX / 2 ? UINT_MAX : 2 * max_writes;
 }
 
 struct reconciler *reconciler_new(struct queue *q, struct core *core,

@@ -23,6 +23,12 @@ struct reconciler;
 typedef void (*reconcile_report_fn)(void *arg, const struct core_plan *plan,
                                     const char *reason, const char *message);
 
+/* Pods to take at once for `max_writes` writes in flight (the client's
+ * limit): twice as many, so that when a write is answered the next one is
+ * already planned and waiting in the client's queue, not behind a trip
+ * through the work queue and the planner on the next turn of the loop. */
+unsigned reconciler_jobs_for(unsigned max_writes);
+
 /* New reconciler, paused, writing through `io` (copied; kube_transport()
  * of the client) and timing keys on io's clock. NULL when out of memory. */
 struct reconciler *reconciler_new(struct queue *q, struct core *core,

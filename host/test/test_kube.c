@@ -1029,6 +1029,40 @@ static void test_max_in_flight_and_fifo(void **state)
     srv_stop(&s);
 }
 
+/* A call that takes the slot of one just answered goes on the wire in the
+ * same kube_perform: it does not wait for whatever the caller does before
+ * its next turn (the operator plans pods there). */
+static void test_freed_slot_is_used_within_perform(void **state)
+{
+    struct srv s;
+    struct kube *k;
+    struct result res[2];
+
+    (void)state;
+    memset(res, 0, sizeof(res));
+    srv_start(&s, script_slow);
+    s.delay_ms = 100;
+    k = client(&s, NULL, NULL, 1, 1);
+    assert_non_null(kube_request(k, "GET", "/r/0", NULL, NULL, 0, on_done, &res[0]));
+    assert_non_null(kube_request(k, "GET", "/r/1", NULL, NULL, 0, on_done, &res[1]));
+    int64_t end = clock_ms() + 5000;
+    while (res[0].calls == 0 && clock_ms() < end) {
+        assert_int_equal(kube_wait(k, NULL, 0, 50), 0);
+        kube_perform(k);
+    }
+    assert_int_equal(res[0].calls, 1);
+    assert_int_equal(res[1].calls, 0);
+    /* No kube_wait or kube_perform from here: the caller is busy. */
+    end = clock_ms() + 2000;
+    while (srv_hits(&s) < 2 && clock_ms() < end)
+        sleep_ms(10);
+    assert_int_equal(srv_hits(&s), 2);
+    run_until(k, &res[1].calls, 1, 5000);
+    assert_int_equal(res[1].calls, 1);
+    kube_free(k);
+    srv_stop(&s);
+}
+
 static void test_qps_bucket(void **state)
 {
     struct srv s;
@@ -1636,6 +1670,7 @@ int main(void)
         cmocka_unit_test_setup(test_transport_error_closed_is_retried, setup),
         cmocka_unit_test_setup(test_recovery_is_told_once, setup),
         cmocka_unit_test_setup(test_max_in_flight_and_fifo, setup),
+        cmocka_unit_test_setup(test_freed_slot_is_used_within_perform, setup),
         cmocka_unit_test_setup(test_qps_bucket, setup),
         cmocka_unit_test_setup(test_urgent_jumps_queue_and_bucket, setup),
         cmocka_unit_test_setup(test_urgent_has_its_own_slot, setup),

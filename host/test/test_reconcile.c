@@ -1,6 +1,6 @@
 /* Tests of reconcile. Through a scripted transport (the test answers each
  * write, on a clock it moves): partial failure of a pod's writes, job
- * accounting, retries with the queue's backoff, cancellation at step-down.
+ * accounting, pods planned ahead of the client's write slots, retries with the queue's backoff, cancellation at step-down.
  * Through the real client: step-down cancels every write, queued, in
  * flight or backing off, against a libmicrohttpd server that answers
  * slowly with 503 (so the kube client would retry for a long while). */
@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <limits.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -353,6 +354,36 @@ static void test_partial_failure_retries_only_what_failed(void **state)
     assert_int_equal(f->s.n, before + 1);
 }
 
+/* The reconciler plans twice as many pods as the client has write slots:
+ * with one slot, a second pod's write is already issued (it waits in the
+ * client's queue) when the first is answered, so the slot never waits for
+ * the work queue and the planner. */
+static void test_plans_ahead_of_the_write_slots(void **state)
+{
+    struct fixture *f = *state;
+    size_t idx[4];
+    assert_int_equal(reconciler_jobs_for(0), 1);
+    assert_int_equal(reconciler_jobs_for(1), 2);
+    assert_int_equal(reconciler_jobs_for(16), 32);
+    assert_int_equal(reconciler_jobs_for(UINT_MAX), UINT_MAX);
+
+    struct reconciler *r = reconciler_new(f->q, f->core, &f->io, reconciler_jobs_for(1));
+    assert_non_null(r);
+    reconciler_pause(r, false);
+    list(f->core, "pods", POD("a", "10.0.0.1") "," POD("b", "10.0.0.2") "," POD("c", "10.0.0.3"));
+    reconciler_pump(r, f->s.now);
+    assert_int_equal(reconciler_active(r), 2);
+    assert_int_equal(open_calls(f, idx, 4), 2);
+    echo(f, idx[0], 200);
+    /* No pump since: the second pod's write went out when it was planned. */
+    size_t left[4];
+    assert_int_equal(open_calls(f, left, 4), 1);
+    assert_int_equal(left[0], idx[1]);
+    assert_int_equal(reconciler_active(r), 1);
+    reconciler_cancel(r);
+    reconciler_free(r);
+}
+
 static void test_job_accounting(void **state)
 {
     struct fixture *f = *state;
@@ -446,6 +477,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_partial_failure_retries_only_what_failed, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_job_accounting, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_plans_ahead_of_the_write_slots, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retries_back_off, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_completes_nothing_afterwards, setup,
                                         teardown),
