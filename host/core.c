@@ -16,6 +16,7 @@
 #include "luacall.h"
 #include "log.h"
 #include "names.h"
+#include "pool.h"
 #include "timers.h"
 
 /* Percent of heap growth over the live caches that starts a collection
@@ -29,6 +30,7 @@ const char *const core_child_resources[3] = {"services", "endpointslices", "http
 
 struct core {
     lua_State *L;
+    struct pool *pool;           /* L's memory: see pool.h */
     int module_ref;              /* the table core.lua returned */
     struct sandbox *sb;          /* renders host.render calls */
     core_enqueue_fn enqueue;
@@ -45,6 +47,14 @@ static struct core *core_of(lua_State *L)
     struct core *c = lua_touserdata(L, -1);
     lua_pop(L, 1);
     return c;
+}
+
+/* An error outside any protected call: the state cannot go on. */
+static int panic(lua_State *L)
+{
+    const char *msg = lua_tostring(L, -1);
+    log_error("core: unprotected Lua error: %s", msg ? msg : "(not a string)");
+    return 0; /* Lua aborts */
 }
 
 /* host.enqueue(key) */
@@ -192,11 +202,16 @@ struct core *core_new(struct sandbox *sb, core_enqueue_fn enqueue, void *arg,
                       char *err, size_t errlen)
 {
     struct core *c = calloc(1, sizeof *c);
-    if (c == NULL || (c->L = luaL_newstate()) == NULL) {
+    /* The caches are many small objects that live long: the pool keeps
+     * them without malloc's per-chunk header, and gives a page back as
+     * soon as a burst's garbage on it is collected. */
+    if (c == NULL || (c->pool = pool_new()) == NULL ||
+        (c->L = lua_newstate(pool_alloc, c->pool)) == NULL) {
         snprintf(err, errlen, "out of memory");
-        free(c);
+        core_free(c);
         return NULL;
     }
+    lua_atpanic(c->L, panic);
     c->sb = sb;
     c->enqueue = enqueue;
     c->arg = arg;
@@ -235,6 +250,7 @@ void core_free(struct core *c)
         return;
     if (c->L)
         lua_close(c->L);
+    pool_free(c->pool);
     free(c);
 }
 

@@ -1,0 +1,199 @@
+/* pool: see pool.h. A page is aligned to its size, so a block finds its page
+ * by masking its address; the page's header keeps its free blocks, a bump
+ * pointer to the part never used, and how many blocks are live. Each class
+ * keeps a list of the pages with room; a full page is in no list. */
+#include "pool.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#define POOL_PAGE_BYTES ((size_t)64 * 1024)
+#define POOL_GRAIN 8
+#define POOL_CLASSES (POOL_MAX_BLOCK / POOL_GRAIN)
+#define POOL_HEADER 64 /* sizeof(struct page), rounded up: keeps blocks 16-aligned at the start */
+
+struct page {
+    struct page *prev, *next; /* in its class's list of pages with room */
+    void *free;               /* freed blocks, each holding the next */
+    char *bump;               /* first block never handed out */
+    size_t used;              /* live blocks */
+    size_t size;              /* block size */
+    int listed;               /* in the list of its class */
+};
+
+_Static_assert(sizeof(struct page) <= POOL_HEADER, "page header fits");
+
+struct pool {
+    struct page *room[POOL_CLASSES];
+    size_t pages;
+    size_t touched; /* bytes between page starts and their bump pointers */
+};
+
+struct pool *pool_new(void)
+{
+    return calloc(1, sizeof(struct pool));
+}
+
+static size_t class_of(size_t n)
+{
+    return (n + POOL_GRAIN - 1) / POOL_GRAIN - 1;
+}
+
+static char *page_end(struct page *pg)
+{
+    return (char *)pg + POOL_PAGE_BYTES;
+}
+
+static void unlink_page(struct pool *p, struct page *pg)
+{
+    if (pg->prev != NULL)
+        pg->prev->next = pg->next;
+    else
+        p->room[class_of(pg->size)] = pg->next;
+    if (pg->next != NULL)
+        pg->next->prev = pg->prev;
+    pg->prev = pg->next = NULL;
+    pg->listed = 0;
+}
+
+static void link_page(struct pool *p, struct page *pg)
+{
+    struct page **head = &p->room[class_of(pg->size)];
+    pg->prev = NULL;
+    pg->next = *head;
+    if (*head != NULL)
+        (*head)->prev = pg;
+    *head = pg;
+    pg->listed = 1;
+}
+
+/* A fresh page aligned to its size: map twice the size, unmap the ends. */
+static struct page *map_page(struct pool *p, size_t size)
+{
+    size_t span = 2 * POOL_PAGE_BYTES;
+    char *m = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        return NULL;
+    uintptr_t at = ((uintptr_t)m + POOL_PAGE_BYTES - 1) & ~(uintptr_t)(POOL_PAGE_BYTES - 1);
+    char *start = (char *)at;
+    if (start > m)
+        munmap(m, (size_t)(start - m));
+    if (start + POOL_PAGE_BYTES < m + span)
+        munmap(start + POOL_PAGE_BYTES, (size_t)(m + span - (start + POOL_PAGE_BYTES)));
+    struct page *pg = (struct page *)(void *)start;
+    pg->bump = start + POOL_HEADER;
+    pg->size = size;
+    p->pages++;
+    p->touched += POOL_HEADER;
+    link_page(p, pg);
+    return pg;
+}
+
+static void unmap_page(struct pool *p, struct page *pg)
+{
+    if (pg->listed)
+        unlink_page(p, pg);
+    p->pages--;
+    p->touched -= (size_t)(pg->bump - (char *)pg);
+    munmap(pg, POOL_PAGE_BYTES);
+}
+
+static void *take(struct pool *p, size_t n)
+{
+    size_t size = (class_of(n) + 1) * POOL_GRAIN;
+    struct page *pg = p->room[class_of(n)];
+    if (pg == NULL && (pg = map_page(p, size)) == NULL)
+        return NULL;
+    void *b;
+    if (pg->free != NULL) {
+        b = pg->free;
+        memcpy(&pg->free, b, sizeof pg->free);
+    } else {
+        b = pg->bump;
+        pg->bump += size;
+        p->touched += size;
+    }
+    pg->used++;
+    if (pg->free == NULL && pg->bump + size > page_end(pg))
+        unlink_page(p, pg);
+    return b;
+}
+
+static void give(struct pool *p, void *b)
+{
+    struct page *pg = (struct page *)((uintptr_t)b & ~(uintptr_t)(POOL_PAGE_BYTES - 1));
+    memcpy(b, &pg->free, sizeof pg->free);
+    pg->free = b;
+    pg->used--;
+    if (pg->used == 0) {
+        /* Keep the class's only page with room, so that one block freed
+         * and taken again does not map and unmap a page each time. */
+        struct page *head = p->room[class_of(pg->size)];
+        if (pg->listed ? (head != pg || pg->next != NULL) : head != NULL) {
+            unmap_page(p, pg);
+            return;
+        }
+    }
+    if (!pg->listed)
+        link_page(p, pg);
+}
+
+void *pool_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    struct pool *p = ud;
+    if (ptr == NULL)
+        osize = 0; /* Lua passes the object's type there */
+    int in_old = ptr != NULL && osize <= POOL_MAX_BLOCK;
+    if (nsize == 0) {
+        if (in_old)
+            give(p, ptr);
+        else
+            free(ptr);
+        return NULL;
+    }
+    if (nsize > POOL_MAX_BLOCK) {
+        if (ptr == NULL || !in_old)
+            return realloc(ptr, nsize);
+        void *nb = malloc(nsize);
+        if (nb != NULL) {
+            memcpy(nb, ptr, osize);
+            give(p, ptr);
+        }
+        return nb;
+    }
+    if (in_old && class_of(osize) == class_of(nsize))
+        return ptr;
+    void *nb = take(p, nsize);
+    if (nb != NULL && ptr != NULL) {
+        memcpy(nb, ptr, osize < nsize ? osize : nsize);
+        if (in_old)
+            give(p, ptr);
+        else
+            free(ptr);
+    }
+    return nb;
+}
+
+size_t pool_pages(const struct pool *p)
+{
+    return p->pages;
+}
+
+size_t pool_touched(const struct pool *p)
+{
+    return p->touched;
+}
+
+void pool_free(struct pool *p)
+{
+    if (p == NULL)
+        return;
+    for (size_t i = 0; i < POOL_CLASSES; i++)
+        while (p->room[i] != NULL)
+            unmap_page(p, p->room[i]);
+    /* Full pages are in no list: only Lua's leftovers could be there, and
+     * lua_close frees every object, so none remain. */
+    free(p);
+}
