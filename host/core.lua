@@ -357,12 +357,40 @@ local function upgrade_patch(o)
   })
 end
 
+-- Lowercase UUIDs and 16-hex-digit hashes, the longest parts of a packed
+-- child, kept as their bytes (16 and 8) behind a tag byte that no
+-- Kubernetes uid or annotation starts with; anything else as it is.
+local function squeeze(s)
+  if s:find("^%x+$") and #s == 16 and s == s:lower() then
+    return "\2" .. string.pack(">i8", math.tointeger(tonumber(s, 16)))
+  end
+  if s:find("^[0-9a-f]+%-[0-9a-f]+%-[0-9a-f]+%-[0-9a-f]+%-[0-9a-f]+$") and #s == 36 then
+    local hex = s:gsub("%-", "")
+    if #hex == 32 then
+      return "\1" .. hex:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)
+    end
+  end
+  return s
+end
+
+local function unsqueeze(s)
+  local tag = s:byte(1)
+  if tag == 2 then return string.format("%016x", (string.unpack(">i8", s, 2))) end
+  if tag == 1 then
+    local hex = s:sub(2):gsub(".", function(c) return string.format("%02x", c:byte()) end)
+    return string.format("%s-%s-%s-%s-%s", hex:sub(1, 8), hex:sub(9, 12), hex:sub(13, 16),
+      hex:sub(17, 20), hex:sub(21))
+  end
+  return s
+end
+
 -- A cached child: what reconcile reads, packed in one short string (a
--- child kept whole costs kilobytes; this is under 200 bytes):
--- uid, resourceVersion, flags ("o": our managed-by label, "c": some
--- controller ownerReference, "i": a Service with a cluster IP, "d": being
--- deleted), name and uid of its controller Pod, its
--- desired-hash annotation, the hash of the fields our apply owns.
+-- child kept whole costs kilobytes; this is about 80 bytes): uid,
+-- resourceVersion, flags ("o": our managed-by label, "c": some controller
+-- ownerReference, "i": a Service with a cluster IP, "d": being deleted),
+-- name and uid of its controller Pod, its desired-hash annotation, the
+-- hash of the fields our apply owns ("-" for none); each field behind its
+-- length, "" for one that is absent, uids and hashes squeezed.
 local function pack_child(o)
   local md = val(o.metadata) or {}
   local labels, ann = val(md.labels), val(md.annotations)
@@ -381,23 +409,21 @@ local function pack_child(o)
       if ref.kind == "Pod" then pod_ref = ref end
     end
   end
-  return table.concat({
-    val(md.uid) or "-", val(md.resourceVersion) or "-", flags,
-    pod_ref and tostring(pod_ref.name) or "-", pod_ref and tostring(pod_ref.uid) or "-",
-    type(ann) == "table" and type(ann[HASH]) == "string" and ann[HASH] or "-",
-    owned_hash(o),
-  }, " ")
+  local function str(x) return type(x) == "string" and x or "" end
+  return string.pack("s1s1s1s1s1s2s1",
+    squeeze(str(val(md.uid))), str(val(md.resourceVersion)), flags,
+    pod_ref and tostring(pod_ref.name) or "", squeeze(pod_ref and tostring(pod_ref.uid) or ""),
+    squeeze(type(ann) == "table" and str(ann[HASH]) or ""), squeeze(owned_hash(o)))
 end
 
 local function unpack_child(s)
-  local uid, rv, flags, ref_name, ref_uid, ann, oh =
-    s:match("^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$")
-  local function opt(x) if x ~= "-" then return x end end
+  local uid, rv, flags, ref_name, ref_uid, ann, oh = string.unpack("s1s1s1s1s1s2s1", s)
+  local function opt(x) if x ~= "" then return unsqueeze(x) end end
   return { uid = opt(uid), rv = opt(rv), ours = flags:find("o", 1, true) ~= nil,
            controlled = flags:find("c", 1, true) ~= nil, cluster_ip = flags:find("i", 1, true) ~= nil,
            deleting = flags:find("d", 1, true) ~= nil,
            ref_name = opt(ref_name),
-           ref_uid = opt(ref_uid), ann = opt(ann), owned = oh }
+           ref_uid = opt(ref_uid), ann = opt(ann), owned = unsqueeze(oh) }
 end
 
 -- What the Gateway controller says about a route (before the child is packed

@@ -1,6 +1,6 @@
 /* pool: a lua_Alloc for a long-lived Lua state that holds many small
  * objects (the core's caches). Blocks up to POOL_MAX_BLOCK bytes come from
- * size classes (8-byte steps) carved from 64 KiB pages mapped on their own:
+ * size classes (8 or 16 bytes apart) carved from 64 KiB pages mapped on their own:
  * no per-block header, pages touched only as far as they were used, and a
  * page whose blocks are all free goes back to the system at once. Larger
  * blocks go to malloc. Not thread-safe: one pool per Lua state. */
@@ -9,7 +9,7 @@
 
 #include <stddef.h>
 
-#define POOL_MAX_BLOCK 256
+#define POOL_MAX_BLOCK 1024
 
 struct pool;
 

@@ -21,7 +21,7 @@ static void test_realloc_keeps_the_bytes(void **state)
     (void)state;
     struct pool *p = pool_new();
     assert_non_null(p);
-    size_t sizes[] = {1, 8, 9, 24, 100, 256, 257, 4000, 200, 16, 3};
+    size_t sizes[] = {1, 8, 9, 24, 100, 256, 257, 600, 1024, 1025, 4000, 200, 16, 3};
     unsigned char *b = pool_alloc(p, NULL, 5 /* a type tag */, sizes[0]);
     assert_non_null(b);
     b[0] = 1;
