@@ -443,9 +443,23 @@ end
 -- written for an older generation of the spec. Returns
 -- { state = "accepted" | "not_accepted" | "unresolved" | "pending",
 --   reason, message } (reason and message for the two bad states).
--- Shared by every accepted route (never changed: only a pending entry
--- gets fields added).
+-- Shared by every accepted route (never changed).
 local ACCEPTED = { state = "accepted" }
+
+-- Pending entries are shared too: routes waiting for the same Gateways
+-- since the same second (10,000 routes of a Gateway that has no
+-- controller yet) hold one table, not one each. Never changed: a new
+-- since or told means another entry.
+local pending_alike = setmetatable({}, { __mode = "v" })
+local function pending_entry(gateways, since, told)
+  local k = string.format("%s\0%s\0%s", gateways, tostring(since), tostring(told))
+  local h = pending_alike[k]
+  if h == nil then
+    h = { state = "pending", gateways = gateways, since = since, told = told }
+    pending_alike[k] = h
+  end
+  return h
+end
 
 local function health_of(o)
   local md, spec, st = o.metadata or {}, val(o.spec) or {}, val(o.status) or {}
@@ -561,8 +575,12 @@ local function upsert(res, o, quiet)
   if res == "httproutes" then
     local h, was = health_of(o), route_health[key]
     same_health = was ~= nil and was.state == h.state and was.reason == h.reason
-    if h.state == "pending" and was and was.state == "pending" then
-      h.since, h.told = was.since, was.told   -- still waiting since then
+    if h.state == "pending" then
+      if was and was.state == "pending" then
+        h = pending_entry(h.gateways, was.since, was.told)   -- still waiting since then
+      else
+        h = pending_entry(h.gateways)
+      end
     end
     route_health[key] = h
     -- One report per change of state (or of the controller's reason), not
@@ -1415,10 +1433,14 @@ function M.route_states(now_ms)
   for rkey, h in pairs(route_health) do
     n[h.state] = n[h.state] + 1
     if h.state == "pending" then
-      h.since = h.since or now_ms
+      if h.since == nil then
+        h = pending_entry(h.gateways, now_ms)
+        route_health[rkey] = h
+      end
       local pkey = owner_of.httproutes[rkey]
       if not h.told and pkey and now_ms - h.since >= M.PENDING_REPORT_MS then
-        h.told = true
+        h = pending_entry(h.gateways, h.since, true)
+        route_health[rkey] = h
         notices[pkey] = notices[pkey] or {}
         notices[pkey][rkey] = {
           reason = "RouteNotAnswered",

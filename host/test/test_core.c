@@ -832,7 +832,7 @@ static void test_cache_per_pod_is_small(void **state)
     assert_int_equal(managed, N);
     size_t per_pod = (core_memory(f->core) - before) / N;
     printf("# core state: %zu bytes per pod with its three children\n", per_pod);
-    assert_true(per_pod < 1300);
+    assert_true(per_pod < 1150);
 }
 
 static double now_us(void)
