@@ -196,13 +196,26 @@ local function run()
     local floor_rss = idle:rss_kib()
     idle:stop()
     local function say(...) print(string.format(...)); io.stdout:flush() end
+    local function last_trim(o)
+      local line
+      for l in o:log_text():gmatch("[^\n]+") do
+        if l:find("core: trimmed", 1, true) then line = l end
+      end
+      if line then say("  %s", line) end
+    end
     say("# %s, kube-apiserver on loopback, 2 cores", os.date("!%Y-%m-%dT%H:%M:%SZ"))
     say("idle RSS (same binary, empty namespace): %.1f MiB", floor_rss / 1024)
 
     local first, st1 = names(1, N)
     make_pods(first, st1)
     local t = S.now()
-    local op = S.operator({ "--watch-namespace", ns })
+    -- BENCH_LOG_LEVEL=debug: the operator logs its Lua heap and pool after
+    -- each trim, and the last such line is printed with each RSS.
+    local op_args = { "--watch-namespace", ns }
+    if os.getenv("BENCH_LOG_LEVEL") then
+      op_args[#op_args + 1] = "--log-level=" .. os.getenv("BENCH_LOG_LEVEL")
+    end
+    local op = S.operator(op_args)
     ops[#ops + 1] = op
     wait_written(op, 3 * N, 600)
     local took = S.now() - t
@@ -255,6 +268,7 @@ local function run()
       took / proto3_took)
     say("RSS with %d managed pods: %.1f MiB (%.2f x idle; %.2f KiB per pod above idle)",
       N, rss1 / 1024, rss1 / floor_rss, (rss1 - floor_rss) / N)
+    last_trim(op)
 
     local more, st2 = names(N + 1, N + MORE)
     t = S.now()
@@ -270,6 +284,7 @@ local function run()
       .. "%d more pods' children written in %.1f s; managed_pods %d",
       N + MORE, rss2 / 1024, rss2 / floor_rss, (rss2 - floor_rss) / (N + MORE), MORE, took2,
       managed)
+    last_trim(op)
   end)
   for _, o in ipairs(ops) do o:stop() end
   S.cleanup(ns)

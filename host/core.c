@@ -639,6 +639,11 @@ void core_trim(struct core *c)
 {
     lua_gc(c->L, LUA_GCCOLLECT);
     malloc_trim(0);
+    if (log_enabled(LOG_DEBUG)) {
+        size_t lua = (size_t)lua_gc(c->L, LUA_GCCOUNT);
+        log_debug("core: trimmed: Lua heap %zu KiB, its pool %zu KiB touched in %zu pages", lua,
+                  pool_touched(c->pool) / 1024, pool_pages(c->pool));
+    }
 }
 
 /* Copies the string at idx into buf (cut to fit; "" when not a string). */
