@@ -638,6 +638,7 @@ size_t core_memory(struct core *c)
 void core_trim(struct core *c)
 {
     lua_gc(c->L, LUA_GCCOLLECT);
+    pool_tidy(c->pool);
     malloc_trim(0);
     if (log_enabled(LOG_DEBUG)) {
         size_t lua = (size_t)lua_gc(c->L, LUA_GCCOUNT);

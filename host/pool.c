@@ -190,6 +190,32 @@ void *pool_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     return nb;
 }
 
+static int fuller_first(const void *a, const void *b)
+{
+    const struct page *x = *(struct page *const *)a, *y = *(struct page *const *)b;
+    return (x->used < y->used) - (x->used > y->used);
+}
+
+void pool_tidy(struct pool *p)
+{
+    for (size_t i = 0; i < POOL_CLASSES; i++) {
+        size_t n = 0;
+        for (struct page *pg = p->room[i]; pg != NULL; pg = pg->next)
+            n++;
+        struct page **all;
+        if (n < 2 || (all = malloc(n * sizeof *all)) == NULL)
+            continue; /* out of memory: the order stays, nothing is lost */
+        n = 0;
+        for (struct page *pg = p->room[i]; pg != NULL; pg = pg->next)
+            all[n++] = pg;
+        qsort(all, n, sizeof *all, fuller_first);
+        p->room[i] = NULL;
+        while (n > 0)
+            link_page(p, all[--n]);
+        free(all);
+    }
+}
+
 size_t pool_pages(const struct pool *p)
 {
     return p->pages;

@@ -26,6 +26,12 @@ void pool_free(struct pool *p);
  * NULL), or NULL when out of memory (ptr then stays valid). */
 void *pool_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
 
+/* Orders each class's pages with room fullest first, so that new blocks
+ * fill the pages a burst left nearly full and the emptiest ones can drain
+ * and be unmapped. For a quiet moment (after a collection): it costs a
+ * sort of the pages with room. */
+void pool_tidy(struct pool *p);
+
 /* Pages mapped now (each POOL_PAGE_BYTES of address space). */
 size_t pool_pages(const struct pool *p);
 

@@ -84,6 +84,45 @@ static void test_pages_go_back_after_a_burst(void **state)
     pool_free(p);
 }
 
+static uintptr_t page_of(const void *b)
+{
+    return (uintptr_t)b & ~(uintptr_t)(64 * 1024 - 1);
+}
+
+/* After a burst leaves two pages of a class, one nearly empty and one
+ * nearly full, tidying makes new blocks go to the full one: the nearly
+ * empty page can drain and go. */
+static void test_tidy_fills_the_fullest_page_first(void **state)
+{
+    (void)state;
+    enum { SIZE = 512, PER_PAGE = (64 * 1024 - 64) / SIZE, N = 2 * PER_PAGE };
+    struct pool *p = pool_new();
+    static void *blocks[N];
+    for (int i = 0; i < N; i++)
+        assert_non_null(blocks[i] = pool_alloc(p, NULL, 0, SIZE));
+    assert_int_equal(pool_pages(p), 2);
+    uintptr_t emptier = page_of(blocks[0]), fuller = page_of(blocks[N - 1]);
+    assert_true(emptier != fuller);
+    /* The fuller page loses 2 blocks, then the emptier all but one: the
+     * emptier page is freed into last, so it heads the list. */
+    pool_alloc(p, blocks[N - 1], SIZE, 0);
+    pool_alloc(p, blocks[N - 2], SIZE, 0);
+    for (int i = 1; i < PER_PAGE; i++)
+        pool_alloc(p, blocks[i], SIZE, 0);
+    void *b = pool_alloc(p, NULL, 0, SIZE);
+    assert_int_equal(page_of(b), emptier);
+    pool_alloc(p, b, SIZE, 0);
+    pool_tidy(p);
+    b = pool_alloc(p, NULL, 0, SIZE);
+    assert_int_equal(page_of(b), fuller);
+    pool_alloc(p, b, SIZE, 0);
+    pool_alloc(p, blocks[0], SIZE, 0);
+    for (int i = PER_PAGE; i < N - 2; i++)
+        pool_alloc(p, blocks[i], SIZE, 0);
+    assert_int_equal(pool_pages(p), 1);
+    pool_free(p);
+}
+
 /* A whole Lua state on the pool: tables and strings churned, collected,
  * closed; every page is back when the pool is freed (valgrind and ASan see
  * the rest). */
@@ -124,6 +163,7 @@ int main(void)
         cmocka_unit_test(test_realloc_keeps_the_bytes),
         cmocka_unit_test(test_small_blocks_have_no_header),
         cmocka_unit_test(test_pages_go_back_after_a_burst),
+        cmocka_unit_test(test_tidy_fills_the_fullest_page_first),
         cmocka_unit_test(test_a_lua_state_runs_on_it),
     };
     return cmocka_run_group_tests_name("pool", tests, NULL, NULL);
