@@ -17,6 +17,7 @@
 #define POOL_SMALL 256
 #define POOL_COARSE 16
 #define POOL_CLASSES (POOL_SMALL / POOL_GRAIN + (POOL_MAX_BLOCK - POOL_SMALL) / POOL_COARSE)
+#define POOL_OS_PAGE ((size_t)4096)
 #define POOL_HEADER 64 /* sizeof(struct page), rounded up: keeps blocks 16-aligned at the start */
 
 struct page {
@@ -26,6 +27,7 @@ struct page {
     size_t used;              /* live blocks */
     size_t size;              /* block size */
     int listed;               /* in the list of its class */
+    unsigned dropped;         /* bit k: system page k given back (see pool_tidy) */
 };
 
 _Static_assert(sizeof(struct page) <= POOL_HEADER, "page header fits");
@@ -34,6 +36,7 @@ struct pool {
     struct page *room[POOL_CLASSES];
     size_t pages;
     size_t touched; /* bytes between page starts and their bump pointers */
+    size_t dropped_bytes; /* of those, given back by pool_tidy */
 };
 
 struct pool *pool_new(void)
@@ -111,7 +114,43 @@ static void unmap_page(struct pool *p, struct page *pg)
         unlink_page(p, pg);
     p->pages--;
     p->touched -= (size_t)(pg->bump - (char *)pg);
+    p->dropped_bytes -= (size_t)__builtin_popcount(pg->dropped) * POOL_OS_PAGE;
     munmap(pg, POOL_PAGE_BYTES);
+}
+
+/* Blocks first and last (indices) that overlap system page k of pg. */
+static void os_page_blocks(const struct page *pg, size_t k, size_t *first, size_t *last)
+{
+    size_t start = k * POOL_OS_PAGE, end = start + POOL_OS_PAGE;
+    *first = (start - POOL_HEADER) / pg->size;
+    *last = (end - 1 - POOL_HEADER) / pg->size;
+}
+
+/* True when block i overlaps a system page that is given back. */
+static int block_dropped(const struct page *pg, size_t i)
+{
+    size_t from = POOL_HEADER + i * pg->size, to = from + pg->size - 1;
+    for (size_t k = from / POOL_OS_PAGE; k <= to / POOL_OS_PAGE; k++)
+        if (pg->dropped & (1u << k))
+            return 1;
+    return 0;
+}
+
+/* Takes back the lowest system page given back: its blocks that overlap no
+ * other page given back join the free list (touching the page again). */
+static void revive(struct pool *p, struct page *pg)
+{
+    p->dropped_bytes -= POOL_OS_PAGE;
+    size_t k = (size_t)__builtin_ctz(pg->dropped), first, last;
+    pg->dropped &= ~(1u << k);
+    os_page_blocks(pg, k, &first, &last);
+    for (size_t i = last + 1; i-- > first;) {
+        if (block_dropped(pg, i))
+            continue;
+        char *b = (char *)pg + POOL_HEADER + i * pg->size;
+        memcpy(b, &pg->free, sizeof pg->free);
+        pg->free = b;
+    }
 }
 
 static void *take(struct pool *p, size_t n)
@@ -121,6 +160,8 @@ static void *take(struct pool *p, size_t n)
     if (pg == NULL && (pg = map_page(p, size)) == NULL)
         return NULL;
     void *b;
+    if (pg->free == NULL && pg->dropped != 0)
+        revive(p, pg);
     if (pg->free != NULL) {
         b = pg->free;
         memcpy(&pg->free, b, sizeof pg->free);
@@ -130,7 +171,7 @@ static void *take(struct pool *p, size_t n)
         p->touched += size;
     }
     pg->used++;
-    if (pg->free == NULL && pg->bump + size > page_end(pg))
+    if (pg->free == NULL && pg->dropped == 0 && pg->bump + size > page_end(pg))
         unlink_page(p, pg);
     return b;
 }
@@ -196,8 +237,55 @@ static int fuller_first(const void *a, const void *b)
     return (x->used < y->used) - (x->used > y->used);
 }
 
+/* Gives back (MADV_DONTNEED) each system page of pg, below its bump
+ * pointer and past the header's, whose every block is free; their blocks
+ * leave the free list until revive() takes the page back. */
+static void drop_free_pages(struct pool *p, struct page *pg)
+{
+    enum { MAX_BLOCKS = (POOL_PAGE_BYTES - POOL_HEADER) / POOL_GRAIN };
+    unsigned char is_free[MAX_BLOCKS / 8 + 1];
+    size_t n = (size_t)(pg->bump - ((char *)pg + POOL_HEADER)) / pg->size;
+    memset(is_free, 0, sizeof is_free);
+    for (char *b = pg->free; b != NULL; memcpy(&b, b, sizeof b)) {
+        size_t i = (size_t)(b - ((char *)pg + POOL_HEADER)) / pg->size;
+        is_free[i / 8] |= (unsigned char)(1u << (i % 8));
+    }
+    unsigned now = 0;
+    size_t used_to = (size_t)(pg->bump - (char *)pg);
+    for (size_t k = 1; (k + 1) * POOL_OS_PAGE <= used_to; k++) {
+        if (pg->dropped & (1u << k))
+            continue;
+        size_t first, last, i;
+        os_page_blocks(pg, k, &first, &last);
+        for (i = first; i <= last && i < n; i++)
+            if (!(is_free[i / 8] & (1u << (i % 8))) && !block_dropped(pg, i))
+                break;
+        if (i > last || i >= n)
+            now |= 1u << k;
+    }
+    if (now == 0)
+        return;
+    pg->dropped |= now;
+    pg->free = NULL;
+    for (size_t i = n; i-- > 0;) {
+        if (!(is_free[i / 8] & (1u << (i % 8))) || block_dropped(pg, i))
+            continue;
+        char *b = (char *)pg + POOL_HEADER + i * pg->size;
+        memcpy(b, &pg->free, sizeof pg->free);
+        pg->free = b;
+    }
+    for (size_t k = 1; k < POOL_PAGE_BYTES / POOL_OS_PAGE; k++)
+        if (now & (1u << k)) {
+            madvise((char *)pg + k * POOL_OS_PAGE, POOL_OS_PAGE, MADV_DONTNEED);
+            p->dropped_bytes += POOL_OS_PAGE;
+        }
+}
+
 void pool_tidy(struct pool *p)
 {
+    for (size_t i = 0; i < POOL_CLASSES; i++)
+        for (struct page *pg = p->room[i]; pg != NULL; pg = pg->next)
+            drop_free_pages(p, pg);
     for (size_t i = 0; i < POOL_CLASSES; i++) {
         size_t n = 0;
         for (struct page *pg = p->room[i]; pg != NULL; pg = pg->next)
@@ -223,7 +311,7 @@ size_t pool_pages(const struct pool *p)
 
 size_t pool_touched(const struct pool *p)
 {
-    return p->touched;
+    return p->touched - p->dropped_bytes;
 }
 
 void pool_free(struct pool *p)

@@ -7,6 +7,9 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cmocka.h>
 #include <lauxlib.h>
 #include <lua.h>
@@ -123,6 +126,68 @@ static void test_tidy_fills_the_fullest_page_first(void **state)
     pool_free(p);
 }
 
+/* Resident system pages of the 64 KiB pages that hold blocks[0..n). */
+static size_t resident(void **blocks, size_t n)
+{
+    size_t count = 0;
+    uintptr_t seen[64];
+    size_t nseen = 0;
+    for (size_t i = 0; i < n; i++) {
+        uintptr_t pg = page_of(blocks[i]);
+        size_t j;
+        for (j = 0; j < nseen && seen[j] != pg; j++)
+            ;
+        if (j < nseen)
+            continue;
+        assert_true(nseen < 64);
+        seen[nseen++] = pg;
+        unsigned char vec[16];
+        assert_int_equal(mincore((void *)pg, 64 * 1024, vec), 0);
+        for (j = 0; j < 16; j++)
+            count += vec[j] & 1;
+    }
+    return count;
+}
+
+/* A burst leaves one survivor every ~16 KiB: tidying gives back the system
+ * pages between them (the kernel's own count says so), the survivors keep
+ * their bytes, and the blocks given back serve later allocations. */
+static void test_tidy_gives_back_the_free_system_pages(void **state)
+{
+    (void)state;
+    enum { N = 8000, SIZE = 40, EVERY = 400 };
+    struct pool *p = pool_new();
+    static char *blocks[N];
+    for (int i = 0; i < N; i++) {
+        assert_non_null(blocks[i] = pool_alloc(p, NULL, 0, SIZE));
+        memset(blocks[i], i & 0xff, SIZE);
+    }
+    size_t before = resident((void **)blocks, N), touched = pool_touched(p);
+    for (int i = 0; i < N; i++)
+        if (i % EVERY != 0)
+            pool_alloc(p, blocks[i], SIZE, 0);
+    pool_tidy(p);
+    size_t after = resident((void **)blocks, N);
+    assert_true(after * 2 < before);
+    assert_true(pool_touched(p) * 2 < touched);
+    for (int i = 0; i < N; i += EVERY)
+        for (int j = 0; j < SIZE; j++)
+            assert_int_equal((unsigned char)blocks[i][j], i & 0xff);
+    for (int i = 0; i < N; i++)
+        if (i % EVERY != 0) {
+            assert_non_null(blocks[i] = pool_alloc(p, NULL, 0, SIZE));
+            memset(blocks[i], i & 0xff, SIZE);
+        }
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < SIZE; j++)
+            assert_int_equal((unsigned char)blocks[i][j], i & 0xff);
+    assert_true(pool_touched(p) >= touched - 64 * 1024);
+    for (int i = 0; i < N; i++)
+        pool_alloc(p, blocks[i], SIZE, 0);
+    assert_int_equal(pool_pages(p), 1);
+    pool_free(p);
+}
+
 /* A whole Lua state on the pool: tables and strings churned, collected,
  * closed; every page is back when the pool is freed (valgrind and ASan see
  * the rest). */
@@ -135,7 +200,7 @@ static void test_a_lua_state_runs_on_it(void **state)
     luaL_openlibs(L);
     const char *chunk =
         "local keep = {}\n"
-        "for round = 1, 5 do\n"
+        "for round = 1, 3 do\n"
         "  local burst = {}\n"
         "  for i = 1, 20000 do burst[i] = { name = 'pod-' .. i, rv = tostring(i * round) } end\n"
         "  for i = 1, 2000 do keep['k' .. i] = burst[i * 10].name .. '/' .. round end\n"
@@ -145,6 +210,9 @@ static void test_a_lua_state_runs_on_it(void **state)
         "local n = 0\n"
         "for k, v in pairs(keep) do n = n + #k + #v end\n"
         "return n, collectgarbage('count')\n";
+    assert_int_equal(luaL_dostring(L, chunk), LUA_OK);
+    lua_settop(L, 0);
+    pool_tidy(p); /* and once more on the pages it gave back */
     assert_int_equal(luaL_dostring(L, chunk), LUA_OK);
     assert_true(lua_tointeger(L, -2) > 0);
     /* 2,000 short entries kept out of 100,000 made: the pages of the
@@ -164,6 +232,7 @@ int main(void)
         cmocka_unit_test(test_small_blocks_have_no_header),
         cmocka_unit_test(test_pages_go_back_after_a_burst),
         cmocka_unit_test(test_tidy_fills_the_fullest_page_first),
+        cmocka_unit_test(test_tidy_gives_back_the_free_system_pages),
         cmocka_unit_test(test_a_lua_state_runs_on_it),
     };
     return cmocka_run_group_tests_name("pool", tests, NULL, NULL);
