@@ -9,6 +9,8 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "list.h"
+
 #define POOL_PAGE_BYTES ((size_t)64 * 1024)
 /* Classes 8 bytes apart up to 256 bytes (Lua's strings, tables and small
  * node arrays), 16 apart above (the longer strings, e.g. a pod's
@@ -21,7 +23,7 @@
 #define POOL_HEADER 64 /* sizeof(struct page), rounded up: keeps blocks 16-aligned at the start */
 
 struct page {
-    struct page *prev, *next; /* in its class's list of pages with room */
+    struct list_node node;    /* in its class's list of pages with room */
     void *free;               /* freed blocks, each holding the next */
     char *bump;               /* first block never handed out */
     size_t used;              /* live blocks */
@@ -33,7 +35,7 @@ struct page {
 _Static_assert(sizeof(struct page) <= POOL_HEADER, "page header fits");
 
 struct pool {
-    struct page *room[POOL_CLASSES];
+    struct list room[POOL_CLASSES];
     size_t pages;
     size_t touched; /* bytes between page starts and their bump pointers */
     size_t dropped_bytes; /* of those, given back by pool_tidy */
@@ -65,25 +67,19 @@ static char *page_end(struct page *pg)
 
 static void unlink_page(struct pool *p, struct page *pg)
 {
-    if (pg->prev != NULL)
-        pg->prev->next = pg->next;
-    else
-        p->room[class_of(pg->size)] = pg->next;
-    if (pg->next != NULL)
-        pg->next->prev = pg->prev;
-    pg->prev = pg->next = NULL;
+    list_unlink(&p->room[class_of(pg->size)], &pg->node);
     pg->listed = 0;
 }
 
 static void link_page(struct pool *p, struct page *pg)
 {
-    struct page **head = &p->room[class_of(pg->size)];
-    pg->prev = NULL;
-    pg->next = *head;
-    if (*head != NULL)
-        (*head)->prev = pg;
-    *head = pg;
+    list_push_front(&p->room[class_of(pg->size)], &pg->node);
     pg->listed = 1;
+}
+
+static struct page *page_at(struct list_node *n)
+{
+    return list_entry(n, struct page, node);
 }
 
 /* A fresh page aligned to its size: map twice the size, unmap the ends. */
@@ -156,7 +152,7 @@ static void revive(struct pool *p, struct page *pg)
 static void *take(struct pool *p, size_t n)
 {
     size_t size = size_of(class_of(n));
-    struct page *pg = p->room[class_of(n)];
+    struct page *pg = page_at(p->room[class_of(n)].head);
     if (pg == NULL && (pg = map_page(p, size)) == NULL)
         return NULL;
     void *b;
@@ -185,8 +181,8 @@ static void give(struct pool *p, void *b)
     if (pg->used == 0) {
         /* Keep the class's only page with room, so that one block freed
          * and taken again does not map and unmap a page each time. */
-        struct page *head = p->room[class_of(pg->size)];
-        if (pg->listed ? (head != pg || pg->next != NULL) : head != NULL) {
+        struct list_node *head = p->room[class_of(pg->size)].head;
+        if (pg->listed ? (head != &pg->node || pg->node.next != NULL) : head != NULL) {
             unmap_page(p, pg);
             return;
         }
@@ -284,20 +280,20 @@ static void drop_free_pages(struct pool *p, struct page *pg)
 void pool_tidy(struct pool *p)
 {
     for (size_t i = 0; i < POOL_CLASSES; i++)
-        for (struct page *pg = p->room[i]; pg != NULL; pg = pg->next)
-            drop_free_pages(p, pg);
+        for (struct list_node *n = p->room[i].head; n != NULL; n = n->next)
+            drop_free_pages(p, page_at(n));
     for (size_t i = 0; i < POOL_CLASSES; i++) {
         size_t n = 0;
-        for (struct page *pg = p->room[i]; pg != NULL; pg = pg->next)
+        for (struct list_node *at = p->room[i].head; at != NULL; at = at->next)
             n++;
         struct page **all;
         if (n < 2 || (all = malloc(n * sizeof *all)) == NULL)
             continue; /* out of memory: the order stays, nothing is lost */
         n = 0;
-        for (struct page *pg = p->room[i]; pg != NULL; pg = pg->next)
-            all[n++] = pg;
+        for (struct list_node *at = p->room[i].head; at != NULL; at = at->next)
+            all[n++] = page_at(at);
         qsort(all, n, sizeof *all, fuller_first);
-        p->room[i] = NULL;
+        p->room[i] = (struct list){0};
         while (n > 0)
             link_page(p, all[--n]);
         free(all);
@@ -319,8 +315,8 @@ void pool_free(struct pool *p)
     if (p == NULL)
         return;
     for (size_t i = 0; i < POOL_CLASSES; i++)
-        while (p->room[i] != NULL)
-            unmap_page(p, p->room[i]);
+        while (p->room[i].head != NULL)
+            unmap_page(p, page_at(p->room[i].head));
     /* Full pages are in no list: only Lua's leftovers could be there, and
      * lua_close frees every object, so none remain. */
     free(p);
