@@ -43,6 +43,25 @@ static void test_realloc_keeps_the_bytes(void **state)
     pool_free(p);
 }
 
+/* blocks[i] = a new block of `size` bytes, each byte i & 0xff, for i in
+ * [0, n) where keep(i) (NULL: all). */
+static void fill(struct pool *p, char **blocks, int n, size_t size, int (*keep)(int))
+{
+    for (int i = 0; i < n; i++)
+        if (keep == NULL || keep(i)) {
+            assert_non_null(blocks[i] = pool_alloc(p, NULL, 0, size));
+            memset(blocks[i], i & 0xff, size);
+        }
+}
+
+/* Every byte of blocks[i], i in [0, n) stepping by `step`, is still i & 0xff. */
+static void check(char **blocks, int n, int step, size_t size)
+{
+    for (int i = 0; i < n; i += step)
+        for (size_t j = 0; j < size; j++)
+            assert_int_equal((unsigned char)blocks[i][j], i & 0xff);
+}
+
 /* Ten thousand 40-byte blocks fill whole pages edge to edge: no header per
  * block, and distinct, non-overlapping addresses. */
 static void test_small_blocks_have_no_header(void **state)
@@ -51,14 +70,8 @@ static void test_small_blocks_have_no_header(void **state)
     enum { N = 10000, SIZE = 40 };
     struct pool *p = pool_new();
     static char *blocks[N];
-    for (int i = 0; i < N; i++) {
-        blocks[i] = pool_alloc(p, NULL, 0, SIZE);
-        assert_non_null(blocks[i]);
-        memset(blocks[i], i & 0xff, SIZE);
-    }
-    for (int i = 0; i < N; i++)
-        for (int j = 0; j < SIZE; j++)
-            assert_int_equal((unsigned char)blocks[i][j], i & 0xff);
+    fill(p, blocks, N, SIZE, NULL);
+    check(blocks, N, 1, SIZE);
     size_t page = 64 * 1024, per_page = (page - 64) / SIZE;
     assert_int_equal(pool_pages(p), (N + per_page - 1) / per_page);
     assert_true(pool_touched(p) <= (size_t)N * SIZE + pool_pages(p) * 64);
@@ -149,38 +162,38 @@ static size_t resident(void **blocks, size_t n)
     return count;
 }
 
+enum { EVERY = 400 };
+static int survives(int i)
+{
+    return i % EVERY == 0;
+}
+
+static int dies(int i)
+{
+    return !survives(i);
+}
+
 /* A burst leaves one survivor every ~16 KiB: tidying gives back the system
  * pages between them (the kernel's own count says so), the survivors keep
  * their bytes, and the blocks given back serve later allocations. */
 static void test_tidy_gives_back_the_free_system_pages(void **state)
 {
     (void)state;
-    enum { N = 8000, SIZE = 40, EVERY = 400 };
+    enum { N = 8000, SIZE = 40 };
     struct pool *p = pool_new();
     static char *blocks[N];
-    for (int i = 0; i < N; i++) {
-        assert_non_null(blocks[i] = pool_alloc(p, NULL, 0, SIZE));
-        memset(blocks[i], i & 0xff, SIZE);
-    }
+    fill(p, blocks, N, SIZE, NULL);
     size_t before = resident((void **)blocks, N), touched = pool_touched(p);
     for (int i = 0; i < N; i++)
-        if (i % EVERY != 0)
+        if (!survives(i))
             pool_alloc(p, blocks[i], SIZE, 0);
     pool_tidy(p);
     size_t after = resident((void **)blocks, N);
     assert_true(after * 2 < before);
     assert_true(pool_touched(p) * 2 < touched);
-    for (int i = 0; i < N; i += EVERY)
-        for (int j = 0; j < SIZE; j++)
-            assert_int_equal((unsigned char)blocks[i][j], i & 0xff);
-    for (int i = 0; i < N; i++)
-        if (i % EVERY != 0) {
-            assert_non_null(blocks[i] = pool_alloc(p, NULL, 0, SIZE));
-            memset(blocks[i], i & 0xff, SIZE);
-        }
-    for (int i = 0; i < N; i++)
-        for (int j = 0; j < SIZE; j++)
-            assert_int_equal((unsigned char)blocks[i][j], i & 0xff);
+    check(blocks, N, EVERY, SIZE);
+    fill(p, blocks, N, SIZE, dies);
+    check(blocks, N, 1, SIZE);
     assert_true(pool_touched(p) >= touched - 64 * 1024);
     for (int i = 0; i < N; i++)
         pool_alloc(p, blocks[i], SIZE, 0);
