@@ -11,6 +11,25 @@
 
 #include "list.h"
 
+/* Pages are mapped, not malloc'd, so LeakSanitizer would not look inside
+ * them for pointers to the blocks above POOL_MAX_BLOCK that Lua keeps in
+ * malloc: each page is a root region for it while it is mapped. */
+#if defined(__SANITIZE_ADDRESS__)
+#define POOL_LSAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(leak_sanitizer)
+#define POOL_LSAN 1
+#endif
+#endif
+#ifdef POOL_LSAN
+#include <sanitizer/lsan_interface.h>
+#define lsan_root(pg) __lsan_register_root_region((pg), POOL_PAGE_BYTES)
+#define lsan_unroot(pg) __lsan_unregister_root_region((pg), POOL_PAGE_BYTES)
+#else
+#define lsan_root(pg) ((void)(pg))
+#define lsan_unroot(pg) ((void)(pg))
+#endif
+
 #define POOL_PAGE_BYTES ((size_t)64 * 1024)
 /* Classes 8 bytes apart up to 256 bytes (Lua's strings, tables and small
  * node arrays), 16 apart above (the longer strings, e.g. a pod's
@@ -96,6 +115,7 @@ static struct page *map_page(struct pool *p, size_t size)
     if (start + POOL_PAGE_BYTES < m + span)
         munmap(start + POOL_PAGE_BYTES, (size_t)(m + span - (start + POOL_PAGE_BYTES)));
     struct page *pg = (struct page *)(void *)start;
+    lsan_root(pg);
     pg->bump = start + POOL_HEADER;
     pg->size = size;
     p->pages++;
@@ -111,6 +131,7 @@ static void unmap_page(struct pool *p, struct page *pg)
     p->pages--;
     p->touched -= (size_t)(pg->bump - (char *)pg);
     p->dropped_bytes -= (size_t)__builtin_popcount(pg->dropped) * POOL_OS_PAGE;
+    lsan_unroot(pg);
     munmap(pg, POOL_PAGE_BYTES);
 }
 
@@ -233,6 +254,14 @@ static int fuller_first(const void *a, const void *b)
     return (x->used < y->used) - (x->used > y->used);
 }
 
+/* The free block after b on its page's free list (stored in b's bytes). */
+static char *next_free(const char *b)
+{
+    char *next;
+    memcpy(&next, b, sizeof next);
+    return next;
+}
+
 /* Gives back (MADV_DONTNEED) each system page of pg, below its bump
  * pointer and past the header's, whose every block is free; their blocks
  * leave the free list until revive() takes the page back. */
@@ -242,7 +271,7 @@ static void drop_free_pages(struct pool *p, struct page *pg)
     unsigned char is_free[MAX_BLOCKS / 8 + 1];
     size_t n = (size_t)(pg->bump - ((char *)pg + POOL_HEADER)) / pg->size;
     memset(is_free, 0, sizeof is_free);
-    for (char *b = pg->free; b != NULL; memcpy(&b, b, sizeof b)) {
+    for (char *b = pg->free; b != NULL; b = next_free(b)) {
         size_t i = (size_t)(b - ((char *)pg + POOL_HEADER)) / pg->size;
         is_free[i / 8] |= (unsigned char)(1u << (i % 8));
     }
