@@ -219,9 +219,9 @@ describe("scripts reload with a slow script", function()
 
   -- prefixed(), but every call first burns a few million instructions.
   local function slow(prefix)
-    return "local x = 0 for i = 1, 2500000 do x = x + i end\n" .. prefixed(prefix)
+    return "local x = 0 for i = 1, 4000000 do x = x + i end\n" .. prefixed(prefix)
       :gsub("children = function%(pod, config%)",
-            "children = function(pod, config)\n    for i = 1, 2500000 do x = x + i end", 1)
+            "children = function(pod, config)\n    for i = 1, 4000000 do x = x + i end", 1)
   end
 
   setup(function()
@@ -291,7 +291,7 @@ return {
   templates = base.templates,
   children = function(pod, config)
     local x = 0
-    for i = 1, 400000 do x = x + i end
+    for i = 1, 1000000 do x = x + i end
     return base.children(pod, config)
   end,
 }
