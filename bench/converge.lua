@@ -16,8 +16,8 @@
 --    objects into a namespace of its own: by create (POST); by server-side
 --    apply in pod order without owners (the "apply floor"); by the
 --    operator's protocol (pods of the same names beside them, so the owners
---    are real): 4 writes in 3 rounds with the route as a second owner, and
---    3 writes in 2 rounds with the pod as the only owner;
+--    are real): 3 writes in 2 rounds, the route owned by the pod and,
+--    blocking, by the Service;
 -- 4. MORE (9,000) more pods; RSS once their 3 x MORE children are written
 --    (10,000 managed pods in all).
 -- All in one run, so the ratios compare like with like. The namespaces it
@@ -32,7 +32,7 @@ local N = tonumber(arg[1]) or 1000
 local MORE = tonumber(arg[2]) or 9000
 local ns, floor_ns, empty_ns = "bench-cv", "bench-cv-floor", "bench-cv-empty"
 local apply_ns = "bench-cv-apply"
-local proto4_ns, proto3_ns = "bench-cv-proto4", "bench-cv-proto3"
+local proto_ns = "bench-cv-proto"
 
 local function names(from, to)
   local out, st = {}, {}
@@ -95,44 +95,38 @@ local function apply_req(o, name)
            body = yaml(o.body), content_type = "application/apply-patch+yaml" }
 end
 
--- Seconds a bare client takes to write the children of `list` by a
--- protocol, round after round (each round 16 requests at a time, as the
--- operator's --max-concurrent-writes), into `pns`, where pods of the same
--- names exist: ownerReferences must name live pods of the same namespace,
--- or the garbage collector deletes the objects. Every object names its pod
--- as controller, as the operator's do. four = true: the operator's protocol
--- (Service; HTTPRoute; EndpointSlice and the Service again, both naming the
--- route as a second owner: 4 writes in 3 rounds); false: Service, then
--- EndpointSlice and HTTPRoute together (3 writes in 2 rounds). The lists
--- that read the uids are not timed (the operator has them from its answers).
-local function protocol_client(pns, list, statuses, four)
-  local uid, route_uid = {}, {}
+-- Seconds a bare client takes to write the children of `list` by the
+-- operator's protocol, round after round (each round 16 requests at a
+-- time, as the operator's --max-concurrent-writes), into `pns`, where pods
+-- of the same names exist: ownerReferences must name live pods of the same
+-- namespace, or the garbage collector deletes the objects. Every object
+-- names its pod as controller, as the operator's do: the Service (with the
+-- finalizer foregroundDeletion), then the EndpointSlice and the HTTPRoute
+-- together, the route naming the Service as a blocking owner: 3 writes in
+-- 2 rounds. The list that reads the Services' uids is not timed (the
+-- operator has them from its answers).
+local function protocol_client(pns, list, statuses)
+  local uid, service_uid = {}, {}
   for _, p in ipairs(S.list(pns, "pods")) do uid[p.metadata.name] = p.metadata.uid end
-  local function owners(name, route)
-    local refs = { { apiVersion = "v1", kind = "Pod", name = name, uid = uid[name],
-                     controller = true, blockOwnerDeletion = false } }
-    if route then
-      refs[2] = { apiVersion = "gateway.networking.k8s.io/v1", kind = "HTTPRoute", name = name,
-                  uid = route_uid[name], controller = false, blockOwnerDeletion = false }
-    end
-    return refs
-  end
-  local rounds = four and { { Service = false }, { HTTPRoute = false },
-                            { EndpointSlice = true, Service = true } }
-                       or { { Service = false }, { EndpointSlice = false, HTTPRoute = false } }
   local took, each = 0, {}
-  for i, round in ipairs(rounds) do
-    if four and i == 3 then
-      for _, r in ipairs(S.list(pns, "httproutes")) do
-        route_uid[r.metadata.name] = r.metadata.uid
-      end
+  for i, kinds in ipairs({ { Service = true }, { EndpointSlice = true, HTTPRoute = true } }) do
+    if i == 2 then
+      for _, o in ipairs(S.list(pns, "services")) do service_uid[o.metadata.name] = o.metadata.uid end
     end
     local reqs = {}
     for _, name in ipairs(list) do
       for _, o in ipairs(objects(pns, name, statuses[name].ip)) do
-        local route = round[o.body.kind]
-        if route ~= nil then
-          o.body.metadata.ownerReferences = owners(name, route)
+        local kind = o.body.kind
+        if kinds[kind] then
+          local md = o.body.metadata
+          md.ownerReferences = { { apiVersion = "v1", kind = "Pod", name = name, uid = uid[name],
+                                   controller = true, blockOwnerDeletion = false } }
+          if kind == "Service" then md.finalizers = { "foregroundDeletion" } end
+          if kind == "HTTPRoute" then
+            md.ownerReferences[2] = { apiVersion = "v1", kind = "Service", name = name,
+                                      uid = service_uid[name], controller = false,
+                                      blockOwnerDeletion = true }
+          end
           reqs[#reqs + 1] = apply_req(o, name)
         end
       end
@@ -185,8 +179,7 @@ local function run()
     S.namespace(empty_ns)
     S.namespace(floor_ns)
     S.namespace(apply_ns)
-    S.namespace(proto4_ns)
-    S.namespace(proto3_ns)
+    S.namespace(proto_ns)
     S.namespace(ns)
 
     local idle = S.operator({ "--watch-namespace", empty_ns })
@@ -250,11 +243,10 @@ local function run()
     codes = S.api_many(applies, 16)
     local apply_took = S.now() - t
     for _, c in ipairs(codes) do assert(c == 201 or c == 200, "apply floor answered " .. c) end
-    -- Bare clients of the two protocols (pods of the same names beside them).
-    make_pods(first, nil, proto4_ns)
-    make_pods(first, nil, proto3_ns)
-    local proto4_took, proto4_rounds = protocol_client(proto4_ns, first, st1, true)
-    local proto3_took, proto3_rounds = protocol_client(proto3_ns, first, st1, false)
+    -- A bare client of the operator's protocol (pods of the same names
+    -- beside it).
+    make_pods(first, nil, proto_ns)
+    local proto_took, proto_rounds = protocol_client(proto_ns, first, st1)
     local cpu1 = op:cpu_seconds()
     local startup, writing = phases(op)
     say("%d pods: %d children written in %.2f s from start; floor client %.2f s; ratio %.2f",
@@ -262,10 +254,8 @@ local function run()
     say("  same objects by apply %.2f s (ratio to it %.2f); operator: %d writes, %.2f s CPU; "
       .. "its log: caches synced %.2f s after its first line, last write sent %.2f s after that",
       apply_took, took / apply_took, writes1, cpu1, startup, writing)
-    say("  bare client, 4 writes in 3 rounds (route as owner) %.2f s (%s; ratio to it %.2f); "
-      .. "3 writes in 2 rounds %.2f s (%s; ratio to it %.2f)",
-      proto4_took, proto4_rounds, took / proto4_took, proto3_took, proto3_rounds,
-      took / proto3_took)
+    say("  bare client of the operator's protocol, 3 writes in 2 rounds %.2f s (%s; ratio to it "
+      .. "%.2f)", proto_took, proto_rounds, took / proto_took)
     say("RSS with %d managed pods: %.1f MiB (%.2f x idle; %.2f KiB per pod above idle)",
       N, rss1 / 1024, rss1 / floor_rss, (rss1 - floor_rss) / N)
     last_trim(op)
@@ -290,8 +280,7 @@ local function run()
   S.cleanup(ns)
   S.cleanup(floor_ns)
   S.cleanup(apply_ns)
-  S.cleanup(proto4_ns)
-  S.cleanup(proto3_ns)
+  S.cleanup(proto_ns)
   S.cleanup(empty_ns)
   if not ok then error(err, 0) end
 end

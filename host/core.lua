@@ -39,6 +39,10 @@ local NEVER_RV = "18446744073709551615"
 -- selected. Nothing else removes it once that operator is gone, so pods
 -- would hang in Terminating: this one takes it off the pods it selects.
 local GO_FINALIZER = "envoy-router.comet.ml/finalizer"
+-- The garbage collector's finalizer for deletion in the foreground: on a
+-- Service, it keeps the Service until its blocking dependents (the pod's
+-- HTTPRoutes) are gone.
+local FOREGROUND = "foregroundDeletion"
 local null = cjson.null
 
 -- lua-cjson escapes every "/" as "\/"; valid JSON, but paths and label
@@ -748,6 +752,8 @@ local function stamp(pod, child, i)
     apiVersion = "v1", kind = "Pod", name = pod.metadata.name, uid = pod.metadata.uid,
     controller = true, blockOwnerDeletion = false,
   } }
+  -- The collector's own finalizer: see "Deletion order" in M.reconcile.
+  if r.kind == "Service" then md.finalizers = { FOREGROUND } end
   return r
 end
 
@@ -983,9 +989,12 @@ local function action(verb, r, okey, obj, uid)
     a.method = "DELETE"
     a.path = host.path(r.apiVersion, r.kind, ns, name)
     -- The uid precondition keeps a delete from hitting a newer object
-    -- of the same name.
+    -- of the same name. An explicit Background policy takes a Service's
+    -- foregroundDeletion finalizer off in the same request: what the host
+    -- deletes goes at once (its routes are gone by then), without waiting
+    -- for a garbage collector that may be minutes behind.
     a.body = encode({ apiVersion = "v1", kind = "DeleteOptions",
-      preconditions = { uid = uid } })
+      propagationPolicy = "Background", preconditions = { uid = uid } })
     a.content_type = "application/json"
   end
   return a
@@ -1026,52 +1035,57 @@ function M.reconcile(key)
   -- Service by name is created: an EndpointSlice or HTTPRoute next to
   -- someone else's Service of that name would feed the pod into it, even
   -- for the one round trip the Service's create takes to come back 409.
+  -- (A Service being deleted is waited for too: its successor's uid is
+  -- what the routes will name as their owner.)
   local service_pending = false
   for _, d in ipairs(desired) do
-    if d.r.kind == "Service" and store[d.r.res][d.key] == nil then service_pending = true end
+    local obs = d.r.kind == "Service" and store[d.r.res][d.key]
+    if d.r.kind == "Service" and (obs == nil or unpack_child(obs).deleting) then
+      service_pending = true
+    end
   end
-  -- The pod's other children also name each of its HTTPRoutes as an owner
-  -- (not the controller). The garbage collector deletes an object only once
-  -- all its owners are gone, so when the pod goes it removes the route
-  -- first and the Service and EndpointSlice after it: Envoy Gateway answers
+  -- Deletion order without the operator: every Service carries the
+  -- finalizer "foregroundDeletion" (the garbage collector's own, so nothing
+  -- hangs when envoy-router is gone) and each HTTPRoute names each of the
+  -- pod's Services as a blocking owner (blockOwnerDeletion). When the pod
+  -- goes, the collector deletes the Service in the foreground: it waits
+  -- until the route, its blocking dependent, is gone. Envoy Gateway answers
   -- 500 for a route whose Service is gone, 503 and then 404 otherwise. The
-  -- owner needs the route's uid, so a new pod's EndpointSlice waits for its
-  -- route (created once the Service is ours) and the Service is updated once.
-  local route_refs, route_pending = {}, false
+  -- owner needs the Service's uid, which the route waits for anyway (above):
+  -- a new pod takes 3 writes in 2 rounds (Service; route and EndpointSlice).
+  local release = pod and val(pod.metadata.deletionTimestamp) ~= nil
+    and pod_label(pod, "") == pod.metadata.name
+  local service_refs = {}
   for _, d in ipairs(desired) do
-    if d.r.kind == "HTTPRoute" then
+    if d.r.kind == "Service" then
       local obs = store[d.r.res][d.key]
       local c = obs and unpack_child(obs)
-      local okey = c and c.ref_name and (pod.metadata.namespace .. "/" .. c.ref_name)
-      if c and c.uid and okey == key and not c.deleting then
-        route_refs[#route_refs + 1] = {
-          apiVersion = d.r.apiVersion, kind = "HTTPRoute", name = d.obj.metadata.name,
-          uid = c.uid, controller = false, blockOwnerDeletion = false,
+      if c and c.uid and not c.deleting then
+        service_refs[#service_refs + 1] = {
+          apiVersion = "v1", kind = "Service", name = d.obj.metadata.name,
+          uid = c.uid, controller = false, blockOwnerDeletion = true,
         }
-      else
-        route_pending = true
       end
     end
   end
-  for _, d in ipairs(desired) do
-    if d.r.kind ~= "HTTPRoute" then
-      for _, ref in ipairs(route_refs) do
+  if not release then
+    for _, d in ipairs(desired) do
+      if d.r.kind == "HTTPRoute" then
         local refs = d.obj.metadata.ownerReferences
-        refs[#refs + 1] = ref
+        for _, ref in ipairs(service_refs) do refs[#refs + 1] = ref end
       end
     end
   end
   -- Draining: once the pod is terminating, its Service and EndpointSlice
-  -- lose every ownerReference (their next apply carries none, and server-side
-  -- apply prunes what it no longer sends), so that when the pod
+  -- lose every ownerReference and its routes their Service owners (their
+  -- next apply carries none, and server-side apply prunes what it no
+  -- longer sends), so that when the pod
   -- goes the garbage collector deletes only its routes; the host deletes the
   -- rest a drain delay after the routes are gone (below). Envoy Gateway's
   -- informers are not ordered across kinds: a Service gone a few ms after
   -- its route can still be translated as "route present, Service gone",
   -- which answers 500. Only when the envoy-router/pod label names the pod
   -- (names up to 63 characters), as owner_key then finds it by that label.
-  local release = pod and val(pod.metadata.deletionTimestamp) ~= nil
-    and pod_label(pod, "") == pod.metadata.name
   if release then
     for _, d in ipairs(desired) do
       if d.r.kind ~= "HTTPRoute" then d.obj.metadata.ownerReferences = nil end
@@ -1101,13 +1115,14 @@ function M.reconcile(key)
         held, probing = true, true
         wanted_by[id] = key
         writes[#writes + 1] = { a = action("get", d.r, d.key), probe = true }
-      elseif d.r.kind == "Service" or (not service_pending
-          and (d.r.kind == "HTTPRoute" or not route_pending)) then
+      elseif d.r.kind == "Service" or not service_pending then
         wanted_by[id] = key
         sent[id] = hash(owned_view(d.obj))
         writes[#writes + 1] = { a = action("create", d.r, d.key, d.obj) }
       end
-    else
+    elseif not (d.r.kind == "HTTPRoute" and service_pending) then
+      -- (An existing route waits, as it is, while its Service is being
+      -- created again: its next apply names the new Service as owner.)
       local ns = pod.metadata.namespace
       local okey = c.ref_name and (ns .. "/" .. c.ref_name)
       -- Ours: our label, or (label taken off by hand) our controller
@@ -1289,10 +1304,10 @@ function M.result(res, key, verb, status, body)
           settled[id] = tostring(ann[HASH]) .. " " .. got
         end
         upsert(res, o, true)
-        -- A new Service or HTTPRoute (or a name free again): the pod's other
-        -- children can follow now.
+        -- A new Service (or a name free again): the pod's other children
+        -- can follow now.
         local pkey = owner_key(o)
-        if pkey and (taken[id] or (verb == "create" and res ~= "endpointslices")) then
+        if pkey and (taken[id] or (verb == "create" and res == "services")) then
           host.enqueue(pkey)
         end
       end

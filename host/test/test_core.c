@@ -137,34 +137,22 @@ static void test_new_pod_gets_three_creates_then_nothing(void **state)
     assert_int_equal(f->n_queued, 1);
     assert_string_equal(f->queued[0], "ns/p1");
 
-    /* Round 1: only the Service; what points at it waits until it is ours.
-     * Round 2: the HTTPRoute. Round 3: the EndpointSlice, created with the
-     * route as a second owner, and the Service gets that owner too. */
+    /* Round 1: only the Service, with the garbage collector's finalizer
+     * foregroundDeletion; what points at it waits until it is ours.
+     * Round 2: the EndpointSlice and the HTTPRoute, the route naming the
+     * Service (answered with uid child-0) as a blocking owner. */
     int seen = 0;
-    for (int round = 1; round <= 3; round++) {
+    for (int round = 1; round <= 2; round++) {
     plan(f, "ns/p1", &p);
     assert_null(p.error);
-    assert_int_equal(p.n_actions, round == 3 ? 2 : 1);
+    assert_int_equal(p.n_actions, round == 2 ? 2 : 1);
     if (round == 1) {
         assert_string_equal(p.actions[0].res, "services");
-        f->n_queued = 0;
-    }
-    if (round == 2) {
-        assert_string_equal(p.actions[0].res, "httproutes");
+        assert_non_null(strstr(p.actions[0].body, "\"finalizers\":[\"foregroundDeletion\"]"));
         f->n_queued = 0;
     }
     for (size_t i = 0; i < p.n_actions; i++) {
         struct core_action *a = &p.actions[i];
-        if (round == 3) {
-            /* The route was answered with uid child-0. */
-            assert_non_null(strstr(a->body, "\"kind\":\"HTTPRoute\""));
-            assert_non_null(strstr(a->body, "\"uid\":\"child-0\""));
-            if (strcmp(a->res, "services") == 0) {
-                assert_string_equal(a->verb, "apply");
-                assert_non_null(strstr(a->why, "desired-hash"));
-                continue;
-            }
-        }
         assert_string_equal(a->verb, "create");
         /* Created by server-side apply, guarded by a resourceVersion no
          * object has, so an existing name is never taken over. */
@@ -183,19 +171,21 @@ static void test_new_pod_gets_three_creates_then_nothing(void **state)
             assert_string_equal(a->path, "/apis/discovery.k8s.io/v1/namespaces/ns/endpointslices/p1"
                                          "?fieldManager=envoy-router&force=true");
             assert_non_null(strstr(a->body, "10.1.2.3"));
+            assert_null(strstr(a->body, "child-0"));
             seen |= 2;
         } else {
             assert_string_equal(a->path, "/apis/gateway.networking.k8s.io/v1/namespaces/ns/"
                                          "httproutes/p1?fieldManager=envoy-router&force=true");
             assert_non_null(strstr(a->body, "\"/p1\""));
+            assert_non_null(strstr(a->body, "\"uid\":\"child-0\""));
+            assert_non_null(strstr(a->body, "\"blockOwnerDeletion\":true"));
             seen |= 4;
         }
     }
     answer(f, &p);
     core_plan_free(&p);
-    if (round <= 2) {
-        /* The Service's and the route's answers queue the pod again for
-         * the rest. */
+    if (round == 1) {
+        /* The Service's answer queues the pod again for the rest. */
         assert_int_equal(f->n_queued, 1);
         assert_string_equal(f->queued[0], "ns/p1");
     }
@@ -269,6 +259,8 @@ static void test_pod_gone_deletes_children_with_uid(void **state)
         assert_string_equal(p.actions[i].method, "DELETE");
         assert_string_not_equal(p.actions[i].res, "httproutes");
         assert_non_null(strstr(p.actions[i].body, "\"preconditions\":{\"uid\":\"child-"));
+        /* Takes the Service's foregroundDeletion off at once. */
+        assert_non_null(strstr(p.actions[i].body, "\"propagationPolicy\":\"Background\""));
     }
     answer(f, &p);
     core_plan_free(&p);
@@ -404,9 +396,11 @@ static void test_taken_name_holds_back_the_other_children(void **state)
     core_plan_free(&p);
 
     plan(f, "ns/p1", &p);
-    assert_int_equal(p.n_actions, 1);
-    assert_string_equal(p.actions[0].verb, "create");
-    assert_string_equal(p.actions[0].res, "httproutes");
+    assert_int_equal(p.n_actions, 2);
+    for (size_t i = 0; i < 2; i++) {
+        assert_string_equal(p.actions[i].verb, "create");
+        assert_string_not_equal(p.actions[i].res, "services");
+    }
     core_plan_free(&p);
 }
 
@@ -441,12 +435,15 @@ static void test_own_child_without_label_is_adopted(void **state)
             assert_non_null(strstr(p.actions[i].body, "\"uid\":\"s1\""));
             applies++;
         } else {
+            /* The rest follows at once, the route owned by the adopted
+             * Service too. */
             assert_string_equal(p.actions[i].verb, "create");
-            assert_string_equal(p.actions[i].res, "httproutes");
+            if (strcmp(p.actions[i].res, "httproutes") == 0)
+                assert_non_null(strstr(p.actions[i].body, "\"uid\":\"s1\""));
         }
     }
     assert_int_equal(applies, 1);
-    assert_int_equal(p.n_actions, 2);
+    assert_int_equal(p.n_actions, 3);
     core_plan_free(&p);
 }
 
@@ -470,7 +467,7 @@ static void test_refused_repair_replaces_the_child(void **state)
 
     snprintf(ev, sizeof ev,
              "{\"type\":\"MODIFIED\",\"object\":{\"metadata\":{\"name\":\"p1\",\"namespace\":\"ns\","
-             "\"uid\":\"s1\",\"resourceVersion\":\"12\",\"annotations\":{\"envoy-router/desired-hash\":"
+             "\"uid\":\"child-0\",\"resourceVersion\":\"12\",\"annotations\":{\"envoy-router/desired-hash\":"
              "\"%s\"},\"labels\":{\"app.kubernetes.io/managed-by\":\"envoy-router\"},"
              "\"ownerReferences\":[{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"name\":\"p1\","
              "\"uid\":\"uid-p1\",\"controller\":true}],\"managedFields\":[{\"manager\":"
@@ -501,7 +498,7 @@ static void test_refused_repair_replaces_the_child(void **state)
     plan(f, "ns/p1", &p);
     assert_int_equal(p.n_actions, 1);
     assert_string_equal(p.actions[0].verb, "delete");
-    assert_non_null(strstr(p.actions[0].body, "\"uid\":\"s1\""));
+    assert_non_null(strstr(p.actions[0].body, "\"uid\":\"child-0\""));
     f->n_queued = 0;
     assert_int_equal(core_result(f->core, &p.actions[0], 200, "{}", 2), CORE_OK);
     assert_int_equal(f->n_queued, 1);
@@ -963,13 +960,18 @@ static void test_terminating_pod_drains_before_the_service_goes(void **state)
                                       sizeof err), 0);
     free(rv);
     /* Terminating: the Service and EndpointSlice are applied without
-     * owners (server-side apply prunes them); the route keeps its own. */
+     * owners (server-side apply prunes them), the route without its
+     * Service owner: only the pod is left. */
     plan(f, "ns/p1", &p);
-    assert_int_equal(p.n_actions, 2);
-    for (size_t i = 0; i < 2; i++) {
-        assert_string_not_equal(p.actions[i].res, "httproutes");
+    assert_int_equal(p.n_actions, 3);
+    for (size_t i = 0; i < 3; i++) {
         assert_string_equal(p.actions[i].verb, "apply");
-        assert_null(strstr(p.actions[i].body, "ownerReferences"));
+        if (strcmp(p.actions[i].res, "httproutes") == 0) {
+            assert_non_null(strstr(p.actions[i].body, "\"uid\":\"uid-p1\""));
+            assert_null(strstr(p.actions[i].body, "\"blockOwnerDeletion\":true"));
+        } else {
+            assert_null(strstr(p.actions[i].body, "ownerReferences"));
+        }
     }
     answer(f, &p);
     core_plan_free(&p);

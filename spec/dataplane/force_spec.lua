@@ -3,11 +3,13 @@
 -- garbage collector deletes the children, and a client must never see a 500
 -- (Envoy Gateway's answer for a route whose Service is already gone).
 --
--- What keeps the order is the route-as-owner protocol (host/core.lua,
--- "route_refs"): a pod's Service and EndpointSlice also name its HTTPRoute
--- as an owner, so the collector deletes them only after the route. Without
--- it (the Service and EndpointSlice owned by the pod alone) the same rounds
--- gave a 500 for 9 of 72 pods deleted so (bench/RESULTS.md, converge3).
+-- What keeps the order (host/core.lua, "Deletion order"): a pod's HTTPRoute
+-- names its Service as a blocking owner and the Service carries the
+-- collector's finalizer foregroundDeletion, so the collector deletes the
+-- Service only once the route is gone (the EndpointSlice, owned by the pod
+-- alone, may go first: 503, no endpoints). With the Service owned by the pod
+-- alone the same rounds gave a 500 for 9 of 72 pods deleted so
+-- (bench/RESULTS.md, converge3).
 
 local D = require("spec.dataplane.support")
 local S = D.S

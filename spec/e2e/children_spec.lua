@@ -11,13 +11,13 @@ local function is_dns1035(s)
 end
 
 -- The three children of pod `name`, once the EndpointSlice carries `ip` and
--- the Service names the route as its second owner.
+-- the route names the Service as its second owner.
 local function wait_children(ns, child, ip, timeout)
   return S.eventually(function()
     local es = S.get(ns, "endpointslice", child)
     if not (es and es.endpoints and es.endpoints[1].addresses[1] == ip) then return nil end
     local svc, rt = S.get(ns, "service", child), S.get(ns, "httproute", child)
-    if not (svc and rt and #(svc.metadata.ownerReferences or {}) == 2) then return nil end
+    if not (svc and rt and #(rt.metadata.ownerReferences or {}) == 2) then return nil end
     return { svc = svc, es = es, rt = rt }
   end, timeout or 10, "children of " .. child .. " with " .. ip)
 end
@@ -58,19 +58,20 @@ describe("a labelled pod with the default flags", function()
   it("makes the pod the controller owner of every child, without blocking its deletion", function()
     for _, o in ipairs({ c.svc, c.es, c.rt }) do
       local refs = o.metadata.ownerReferences
-      assert.equal(o.kind == "HTTPRoute" and 1 or 2, #refs, o.kind)
+      assert.equal(o.kind == "HTTPRoute" and 2 or 1, #refs, o.kind)
       assert.same({ apiVersion = "v1", kind = "Pod", name = "web-1", uid = pod.metadata.uid,
                     controller = true, blockOwnerDeletion = false }, refs[1])
     end
   end)
 
-  it("makes the HTTPRoute a second owner of the Service and EndpointSlice (it goes first)",
-    function()
-      for _, o in ipairs({ c.svc, c.es }) do
-        assert.same({ apiVersion = "gateway.networking.k8s.io/v1", kind = "HTTPRoute",
-                      name = "web-1", uid = c.rt.metadata.uid, controller = false,
-                      blockOwnerDeletion = false }, o.metadata.ownerReferences[2])
-      end
+  it("makes the Service a blocking owner of the HTTPRoute, and the Service wait for it "
+    .. "(the route goes first)", function()
+      assert.same({ apiVersion = "v1", kind = "Service", name = "web-1",
+                    uid = c.svc.metadata.uid, controller = false, blockOwnerDeletion = true },
+                  c.rt.metadata.ownerReferences[2])
+      assert.same({ "foregroundDeletion" }, c.svc.metadata.finalizers)
+      assert.is_nil(c.es.metadata.finalizers)
+      assert.is_nil(c.rt.metadata.finalizers)
     end)
 
   it("gives the Service no selector and port http 80 -> 8080 TCP", function()

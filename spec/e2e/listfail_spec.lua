@@ -14,6 +14,7 @@ local function role(with_pods)
   local rules = {
     { apiGroups = { "" }, resources = { "services" },
       verbs = { "get", "list", "watch", "create", "patch", "update", "delete" } },
+    { apiGroups = { "" }, resources = { "services/finalizers" }, verbs = { "update" } },
     { apiGroups = { "discovery.k8s.io" }, resources = { "endpointslices" },
       verbs = { "get", "list", "watch", "create", "patch", "update", "delete" } },
     { apiGroups = { "gateway.networking.k8s.io" }, resources = { "httproutes" },

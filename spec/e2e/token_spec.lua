@@ -19,6 +19,7 @@ local function ensure_role()
       { apiGroups = { "" }, resources = { "pods" }, verbs = { "get", "list", "watch" } },
       { apiGroups = { "" }, resources = { "services" },
         verbs = { "get", "list", "watch", "create", "patch", "update", "delete" } },
+      { apiGroups = { "" }, resources = { "services/finalizers" }, verbs = { "update" } },
       { apiGroups = { "discovery.k8s.io" }, resources = { "endpointslices" },
         verbs = { "get", "list", "watch", "create", "patch", "update", "delete" } },
       { apiGroups = { "gateway.networking.k8s.io" }, resources = { "httproutes" },
