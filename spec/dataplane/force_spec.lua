@@ -32,7 +32,7 @@ describe("pods deleted by force", function()
   -- --grace-period=0 --force under a client loop (the operator stopped
   -- first when `running` is false) until every path answers 404.
   local function rounds(tag, running, base)
-    local answers_seen, bad = 0, {}
+    local answers_seen, bad, by_status = 0, {}, {}
     for round = 1, 3 do
       if not op then op = D.operator(ns, gw) end
       local names, map, paths = {}, {}, {}
@@ -63,6 +63,7 @@ describe("pods deleted by force", function()
       p:stop()
       answers_seen = answers_seen + #answers
       for _, a in ipairs(answers) do
+        by_status[a.status] = (by_status[a.status] or 0) + 1
         if a.status == 500 or a.status == 0 then
           bad[#bad + 1] = string.format("round %d %s: %d %s", round, a.path, a.status, a.first)
         end
@@ -74,6 +75,11 @@ describe("pods deleted by force", function()
         return true
       end, 120, "the children of " .. table.concat(names, " ") .. " gone")
     end
+    local codes = {}
+    for status, n in pairs(by_status) do codes[#codes + 1] = string.format("%d x%d", status, n) end
+    table.sort(codes)
+    print(string.format("# %s: %d answers for 9 pods (%s)", tag, answers_seen,
+      table.concat(codes, ", ")))
     assert.is_truthy(answers_seen > 100, "enough answers: " .. answers_seen)
     assert.are.same({}, bad, "500s or failed connections in " .. answers_seen .. " answers")
   end
