@@ -213,6 +213,7 @@ local function run()
     wait_written(op, 3 * N, 600)
     local took = S.now() - t
     local writes1 = op:writes()
+    local reconciles1 = op:metric("controller_runtime_reconcile_total")
     assert(count_children(ns) == 3 * N, "children after the first start")
     S.sleep(2)
     local rss1 = op:rss_kib()
@@ -251,9 +252,9 @@ local function run()
     local startup, writing = phases(op)
     say("%d pods: %d children written in %.2f s from start; floor client %.2f s; ratio %.2f",
       N, 3 * N, took, floor_took, took / floor_took)
-    say("  same objects by apply %.2f s (ratio to it %.2f); operator: %d writes, %.2f s CPU; "
-      .. "its log: caches synced %.2f s after its first line, last write sent %.2f s after that",
-      apply_took, took / apply_took, writes1, cpu1, startup, writing)
+    say("  same objects by apply %.2f s (ratio to it %.2f); operator: %d writes, %d reconciles, "
+      .. "%.2f s CPU; its log: caches synced %.2f s after its first line, last write sent %.2f s "
+      .. "after that", apply_took, took / apply_took, writes1, reconciles1, cpu1, startup, writing)
     say("  bare client of the operator's protocol, 3 writes in 2 rounds %.2f s (%s; ratio to it "
       .. "%.2f)", proto_took, proto_rounds, took / proto_took)
     say("RSS with %d managed pods: %.1f MiB (%.2f x idle; %.2f KiB per pod above idle)",

@@ -12,6 +12,7 @@
 
 #include "dup.h"
 #include "embedded.h"
+#include "hash.h"
 #include "kubepath.h"
 #include "luacall.h"
 #include "log.h"
@@ -166,6 +167,19 @@ static int l_gateway(lua_State *L)
     return 2;
 }
 
+/* host.fnv1a(s) -> FNV-1a of the bytes of s, 16 lowercase hex digits.
+ * (In Lua the byte loop took about 33 us for a 700-byte object, and a
+ * pod's plan hashes about twenty.) */
+static int l_fnv1a(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    char hex[17];
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)hash_bytes(HASH_SEED, s, n));
+    lua_pushstring(L, hex);
+    return 1;
+}
+
 /* Protected set-up: libraries, the host table, core.lua. */
 static int setup(lua_State *L)
 {
@@ -177,7 +191,8 @@ static int setup(lua_State *L)
     static const luaL_Reg host[] = {
         {"enqueue", l_enqueue}, {"render", l_render},
         {"valid", l_valid}, {"path", l_path}, {"gateway", l_gateway}, {"now_ms", l_now_ms},
-        {"drain_ms", l_drain_ms}, {"keep_annotations", l_keep_annotations}, {NULL, NULL},
+        {"drain_ms", l_drain_ms}, {"keep_annotations", l_keep_annotations},
+        {"fnv1a", l_fnv1a}, {NULL, NULL},
     };
     for (const luaL_Reg *lib = libs; lib->func; lib++) {
         luaL_requiref(L, lib->name, lib->func, 1);

@@ -13,6 +13,14 @@ uint64_t hash_str(uint64_t h, const char *s)
     return h;
 }
 
+uint64_t hash_bytes(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * FNV_PRIME;
+    return h;
+}
+
 int hash_init(struct hash *h, size_t nchains)
 {
     h->chains = calloc(nchains, sizeof *h->chains);

@@ -34,6 +34,9 @@ struct hash {
  * one string, and feeding the result back in hashes several in a row. */
 uint64_t hash_str(uint64_t h, const char *s);
 
+/* FNV-1a of the n bytes at p (NUL bytes included), continuing from h. */
+uint64_t hash_bytes(uint64_t h, const void *p, size_t n);
+
 /* Makes h an empty table of `nchains` chains (a power of two). Returns 0 or
  * -ENOMEM. */
 int hash_init(struct hash *h, size_t nchains);

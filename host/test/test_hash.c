@@ -113,6 +113,12 @@ static void test_fnv1a(void **state)
     assert_true(hash_str(HASH_SEED, "foobar") == 0x85944171f73967e8ULL);
     /* Continuing equals hashing the concatenation. */
     assert_true(hash_str(hash_str(HASH_SEED, "foo"), "bar") == hash_str(HASH_SEED, "foobar"));
+    /* By length: the same values, and NUL bytes count. */
+    assert_true(hash_bytes(HASH_SEED, "foobar", 6) == 0x85944171f73967e8ULL);
+    assert_true(hash_bytes(HASH_SEED, "", 0) == 0xcbf29ce484222325ULL);
+    assert_true(hash_bytes(HASH_SEED, "a\0b", 3) != hash_bytes(HASH_SEED, "ab", 2));
+    assert_true(hash_bytes(hash_bytes(HASH_SEED, "a", 1), "\0b", 2) ==
+                hash_bytes(HASH_SEED, "a\0b", 3));
 }
 
 int main(void)
