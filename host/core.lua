@@ -396,7 +396,8 @@ end
 -- A cached child: what reconcile reads, packed in one short string (a
 -- child kept whole costs kilobytes; this is about 80 bytes): uid,
 -- resourceVersion, flags ("o": our managed-by label, "c": some controller
--- ownerReference, "i": a Service with a cluster IP, "d": being deleted),
+-- ownerReference, "i": a Service with a cluster IP, "d": being deleted,
+-- "g": no finalizer but foregroundDeletion),
 -- name and uid of its controller Pod, its desired-hash annotation, the
 -- hash of the fields our apply owns ("-" for none); each field behind its
 -- length, "" for one that is absent, uids and hashes squeezed.
@@ -406,6 +407,8 @@ local function pack_child(o)
   local flags = "f"
   if type(labels) == "table" and labels[MANAGED_BY] == MANAGER then flags = flags .. "o" end
   if val(md.deletionTimestamp) then flags = flags .. "d" end
+  local fin = val(md.finalizers)
+  if type(fin) == "table" and #fin == 1 and fin[1] == FOREGROUND then flags = flags .. "g" end
   local spec = val(o.spec)
   if type(spec) == "table" and type(spec.clusterIP) == "string" and spec.clusterIP ~= ""
       and spec.clusterIP ~= "None" then
@@ -431,6 +434,9 @@ local function unpack_child(s)
   return { uid = opt(uid), rv = opt(rv), ours = flags:find("o", 1, true) ~= nil,
            controlled = flags:find("c", 1, true) ~= nil, cluster_ip = flags:find("i", 1, true) ~= nil,
            deleting = flags:find("d", 1, true) ~= nil,
+           -- held by our foregroundDeletion finalizer alone: a DELETE with
+           -- the Background policy finishes it at once
+           foreground_only = flags:find("g", 1, true) ~= nil,
            ref_name = opt(ref_name),
            ref_uid = opt(ref_uid), ann = opt(ann), owned = unsqueeze(oh) }
 end
@@ -1156,7 +1162,14 @@ function M.reconcile(key)
           where = "fields envoy-router owns"
         end
         if not where then replace[id] = nil end
-        if upgrade[id] and not c.deleting then
+        if c.deleting and c.foreground_only then
+          -- The garbage collector started deleting it in the foreground
+          -- (an earlier pod of this name went without draining) and may be
+          -- minutes behind: finish it now; the answer queues the pod, which
+          -- creates it afresh.
+          replace[id] = true
+          writes[#writes + 1] = { a = action("delete", d.r, d.key, nil, c.uid), replace = true }
+        elseif upgrade[id] and not c.deleting then
           -- First hand the fields an older version wrote by POST to the
           -- Apply entry; the answer queues the pod for the apply.
           writes[#writes + 1] = { a = action("upgrade", d.r, d.key, upgrade[id]) }
@@ -1214,7 +1227,7 @@ function M.reconcile(key)
   for _, id in ipairs(ids) do
     local res, okey = id:match("^([^%z]*)%z(.*)$")
     local c = unpack_child(store[res][okey])
-    if (res == "httproutes" or rest) and not c.deleting then
+    if (res == "httproutes" or rest) and (not c.deleting or c.foreground_only) then
       plan.actions[#plan.actions + 1] = action("delete", RESOURCES[res], okey, nil, c.uid)
     end
   end
@@ -1292,7 +1305,11 @@ function M.result(res, key, verb, status, body)
       local ok, o = pcall(cjson.decode, body)
       local md = ok and type(o) == "table" and o.kind ~= "Status" and val(o.metadata)
       local fin = type(md) == "table" and val(md.finalizers)
-      if type(fin) == "table" and #fin > 0 and val(md.deletionTimestamp) then
+      -- (Our Background policy took foregroundDeletion off: with no other
+      -- finalizer the object is gone, though the answer still shows it.)
+      local held = type(fin) == "table" and #fin > 0
+        and not (#fin == 1 and fin[1] == FOREGROUND)
+      if held and val(md.deletionTimestamp) then
         upsert(res, o, true)
       else
         remove(res, key, res ~= "httproutes")

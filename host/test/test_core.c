@@ -265,6 +265,45 @@ static void test_echo_of_a_write_in_flight_queues_nothing(void **state)
     assert_int_equal(f->n_queued, 1);
 }
 
+/* A Service of the pod held only by foregroundDeletion (the garbage
+ * collector started deleting it) is finished by the host: a DELETE with the
+ * Background policy, whose answer still shows the finalizer but means
+ * gone; the pod is queued and creates it afresh. */
+static void test_service_in_foreground_deletion_is_finished(void **state)
+{
+    struct fixture *f = *state;
+    struct core_plan p;
+    char err[512], *rv;
+    long code;
+    list(f, "pods", POD("p1", "10.1.2.3", "True"));
+    settle(f, "ns/p1");
+    const char *gone = "{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{"
+        "\"name\":\"p1\",\"namespace\":\"ns\",\"uid\":\"child-0\",\"resourceVersion\":\"20\","
+        "\"deletionTimestamp\":\"2026-01-01T00:00:00Z\",\"finalizers\":[\"foregroundDeletion\"],"
+        "\"labels\":{\"app.kubernetes.io/managed-by\":\"envoy-router\"},"
+        "\"ownerReferences\":[{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"name\":\"p1\","
+        "\"uid\":\"uid-p1\",\"controller\":true}]},\"spec\":{\"clusterIP\":\"None\"}}";
+    char ev[4096];
+    snprintf(ev, sizeof ev, "{\"type\":\"MODIFIED\",\"object\":%s}", gone);
+    assert_int_equal(core_watch_event(f->core, "services", ev, strlen(ev), &rv, &code, err,
+                                      sizeof err), 0);
+    free(rv);
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 1);
+    assert_string_equal(p.actions[0].verb, "delete");
+    assert_string_equal(p.actions[0].res, "services");
+    assert_non_null(strstr(p.actions[0].body, "\"propagationPolicy\":\"Background\""));
+    f->n_queued = 0;
+    assert_int_equal(core_result(f->core, &p.actions[0], 200, gone, strlen(gone)), CORE_OK);
+    assert_int_equal(f->n_queued, 1);
+    core_plan_free(&p);
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 1);
+    assert_string_equal(p.actions[0].verb, "create");
+    assert_string_equal(p.actions[0].res, "services");
+    core_plan_free(&p);
+}
+
 static void test_readiness_change_is_one_apply(void **state)
 {
     struct fixture *f = *state;
@@ -1181,6 +1220,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stats_follow_the_caches_at_no_cost, setup, teardown),
         cmocka_unit_test_setup_teardown(test_core_lua_failures_are_logged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_echo_of_a_write_in_flight_queues_nothing, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_service_in_foreground_deletion_is_finished, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_validation_in_slices, setup, teardown),
         cmocka_unit_test_setup_teardown(test_terminating_pod_drains_before_the_service_goes,

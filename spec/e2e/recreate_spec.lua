@@ -157,4 +157,33 @@ describe("a pod recreated under the same name", function()
     end
     assert.equal(0, events(ns))
   end)
+
+  -- A Service the garbage collector has started deleting in the foreground
+  -- (as it does when a pod goes without draining) waits for the collector,
+  -- which in a big cluster can be minutes behind (kube-controller-manager's
+  -- client: 20 requests/s). The operator finishes such a deletion itself
+  -- (DELETE, Background policy) and creates the Service afresh, without the
+  -- collector: here it is stopped throughout.
+  it("a Service left in foreground deletion is finished and made again without the collector",
+    function()
+      local es0 = S.get(ns, "endpointslice", "nb")
+      local ip = es0.endpoints[1].addresses[1]
+      local old = S.get(ns, "service", "nb")
+      gc_pause(true)
+      S.must("delete service nb -n " .. ns .. " --cascade=foreground --wait=false")
+      local svc = S.eventually(function()
+        local o = S.get(ns, "service", "nb")
+        return o and o.metadata.uid ~= old.metadata.uid and not o.metadata.deletionTimestamp and o
+      end, 15, "a new Service while the collector is stopped; log " .. op.log)
+      assert.same({ "foregroundDeletion" }, svc.metadata.finalizers)
+      S.eventually(function()
+        local rt = S.get(ns, "httproute", "nb")
+        for _, ref in ipairs(rt and rt.metadata.ownerReferences or {}) do
+          if ref.kind == "Service" and ref.uid == svc.metadata.uid then return true end
+        end
+        return false
+      end, 15, "the route names the new Service")
+      assert.equal(ip, S.get(ns, "endpointslice", "nb").endpoints[1].addresses[1])
+      gc_pause(false)
+    end)
 end)
