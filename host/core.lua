@@ -19,7 +19,7 @@
 --   host.gateway()              the configured Gateway: name, namespace|nil
 --   host.now_ms()               monotonic milliseconds (core_set_clock)
 --   host.drain_ms()             the route drain delay (core_set_drain)
---   host.fnv1a(s)               FNV-1a of s, 16 hex digits
+--   host.hash(v)                FNV-1a of v's canonical text, 16 hex digits
 
 local host, cjson = ...
 
@@ -200,46 +200,11 @@ local function stored_pod(o)
   return encode(p)
 end
 
--- A stable text of a plain value: keys sorted, integral numbers without a
--- fraction (lua-cjson decodes every number as a float).
-local function canonical(v, out)
-  local t = type(v)
-  if t == "table" then
-    local n = #v
-    if n > 0 or next(v) == nil then
-      out[#out + 1] = "["
-      for i = 1, n do
-        if i > 1 then out[#out + 1] = "," end
-        canonical(v[i], out)
-      end
-      out[#out + 1] = "]"
-    else
-      local keys = {}
-      for k in pairs(v) do keys[#keys + 1] = tostring(k) end
-      table.sort(keys)
-      out[#out + 1] = "{"
-      for i, k in ipairs(keys) do
-        if i > 1 then out[#out + 1] = "," end
-        out[#out + 1] = string.format("%q:", k)
-        canonical(v[k] == nil and v[tonumber(k)] or v[k], out)
-      end
-      out[#out + 1] = "}"
-    end
-  elseif t == "number" then
-    local i = math.tointeger(v)
-    out[#out + 1] = i and string.format("%d", i) or string.format("%.17g", v)
-  elseif t == "string" then
-    out[#out + 1] = string.format("%q", v)
-  else
-    out[#out + 1] = tostring(v)
-  end
-  return out
-end
-
--- FNV-1a, 64 bits, as 16 hex digits: a change detector, not a signature.
-local function hash(v)
-  return host.fnv1a(table.concat(canonical(v, {})))
-end
+-- FNV-1a, 64 bits, of a plain value's canonical text (keys sorted,
+-- integral numbers without a fraction: lua-cjson decodes every number as a
+-- float), as 16 hex digits: a change detector, not a signature. In C
+-- (host/canon.c), with the bytes this file's Lua version wrote.
+local hash = host.hash
 M.hash = hash
 
 -- The part of `v` that the field set `set` (a managedFields fieldsV1 node)
