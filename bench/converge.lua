@@ -17,7 +17,8 @@
 --    apply in pod order without owners (the "apply floor"); by the
 --    operator's protocol (pods of the same names beside them, so the owners
 --    are real): 3 writes in 2 rounds, the route owned by the pod and,
---    blocking, by the Service;
+--    blocking, by the Service; and that again while a watch on each of
+--    the three kinds follows it (as the operator's watches do);
 -- 4. MORE (9,000) more pods; RSS once their 3 x MORE children are written
 --    (10,000 managed pods in all).
 -- All in one run, so the ratios compare like with like. The namespaces it
@@ -32,7 +33,7 @@ local N = tonumber(arg[1]) or 1000
 local MORE = tonumber(arg[2]) or 9000
 local ns, floor_ns, empty_ns = "bench-cv", "bench-cv-floor", "bench-cv-empty"
 local apply_ns = "bench-cv-apply"
-local proto_ns = "bench-cv-proto"
+local proto_ns, watched_ns = "bench-cv-proto", "bench-cv-watched"
 
 local function names(from, to)
   local out, st = {}, {}
@@ -140,6 +141,25 @@ local function protocol_client(pns, list, statuses)
   return took, table.concat(each, " + ")
 end
 
+-- Watches of the three child kinds in `pns` (curl processes, output
+-- dropped), as any controller keeps: the API server then encodes each
+-- write once more, for the watch. Returns a function that stops them.
+local function watch_children(pns)
+  local api = S.api_base()
+  local pids = {}
+  for _, path in ipairs({ "/api/v1/namespaces/%s/services",
+                          "/apis/discovery.k8s.io/v1/namespaces/%s/endpointslices",
+                          "/apis/gateway.networking.k8s.io/v1/namespaces/%s/httproutes" }) do
+    local url = api.server .. string.format(path, pns) .. "?watch=1&timeoutSeconds=600"
+    pids[#pids + 1] = S.sh(string.format("(curl -sN --cacert %s -H %s %s >/dev/null 2>&1 & echo $!)",
+      S.quote(api.cacert), S.quote("Authorization: Bearer " .. api.token), S.quote(url))):match("%d+")
+  end
+  S.sleep(0.5)
+  return function()
+    for _, pid in ipairs(pids) do S.sh("kill " .. pid) end
+  end
+end
+
 -- From the operator's log: seconds from its first line to "caches synced",
 -- and from there to the last write it sent.
 local function phases(op)
@@ -180,6 +200,7 @@ local function run()
     S.namespace(floor_ns)
     S.namespace(apply_ns)
     S.namespace(proto_ns)
+    S.namespace(watched_ns)
     S.namespace(ns)
 
     local idle = S.operator({ "--watch-namespace", empty_ns })
@@ -248,6 +269,11 @@ local function run()
     -- beside it).
     make_pods(first, nil, proto_ns)
     local proto_took, proto_rounds = protocol_client(proto_ns, first, st1)
+    -- The same again while three watches follow its namespace.
+    make_pods(first, nil, watched_ns)
+    local unwatch = watch_children(watched_ns)
+    local watched_took, watched_rounds = protocol_client(watched_ns, first, st1)
+    unwatch()
     local cpu1 = op:cpu_seconds()
     local startup, writing = phases(op)
     say("%d pods: %d children written in %.2f s from start; floor client %.2f s; ratio %.2f",
@@ -256,7 +282,9 @@ local function run()
       .. "%.2f s CPU; its log: caches synced %.2f s after its first line, last write sent %.2f s "
       .. "after that", apply_took, took / apply_took, writes1, reconciles1, cpu1, startup, writing)
     say("  bare client of the operator's protocol, 3 writes in 2 rounds %.2f s (%s; ratio to it "
-      .. "%.2f)", proto_took, proto_rounds, took / proto_took)
+      .. "%.2f); the same with a watch on each of the three kinds %.2f s (%s; ratio to it %.2f)",
+      proto_took, proto_rounds, took / proto_took, watched_took, watched_rounds,
+      took / watched_took)
     say("RSS with %d managed pods: %.1f MiB (%.2f x idle; %.2f KiB per pod above idle)",
       N, rss1 / 1024, rss1 / floor_rss, (rss1 - floor_rss) / N)
     last_trim(op)
@@ -282,6 +310,7 @@ local function run()
   S.cleanup(floor_ns)
   S.cleanup(apply_ns)
   S.cleanup(proto_ns)
+  S.cleanup(watched_ns)
   S.cleanup(empty_ns)
   if not ok then error(err, 0) end
 end
