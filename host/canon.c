@@ -66,34 +66,25 @@ static uint64_t walk(lua_State *L, int idx, uint64_t h, int depth);
 static uint64_t walk_object(lua_State *L, int idx, uint64_t h, int depth)
 {
     int base = lua_gettop(L);
-    size_t n = 0, cap = 16;
-    struct key *keys = malloc(cap * sizeof *keys);
-    if (keys == NULL)
-        luaL_error(L, "canon: out of memory");
+    size_t n = 0;
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
-        lua_pop(L, 1);                          /* the value */
-        if (!lua_checkstack(L, 4)) {
-            free(keys);
-            luaL_error(L, "canon: too many keys");
-        }
+        lua_pop(L, 1);
+        n++;
+    }
+    if (n > CANON_MAX_KEYS || !lua_checkstack(L, (int)(2 * n) + 8))
+        luaL_error(L, "canon: more than %d keys in one table", CANON_MAX_KEYS);
+    /* A userdata, not malloc: a Lua error further down (nesting, memory)
+     * unwinds past this frame, and the collector frees it then. */
+    struct key *keys = lua_newuserdatauv(L, n * sizeof *keys + 1, 0);
+    size_t got = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        lua_pop(L, 1);              /* the value */
         lua_pushvalue(L, -1);       /* the copy below stays; lua_next continues from the top */
-        if (n == cap) {
-            struct key *more = realloc(keys, 2 * cap * sizeof *keys);
-            if (more == NULL) {
-                free(keys);
-                luaL_error(L, "canon: out of memory");
-            }
-            keys = more;
-            cap *= 2;
-        }
-        keys[n++].slot = lua_gettop(L) - 1;
+        keys[got++].slot = lua_gettop(L) - 1;
     }
-    /* The keys sit at base+1 ...; their texts go above them. */
-    if (!lua_checkstack(L, (int)n + 8)) {
-        free(keys);
-        luaL_error(L, "canon: too many keys");
-    }
+    /* The keys sit above the userdata; their texts go above them. */
     for (size_t i = 0; i < n; i++) {
         keys[i].s = luaL_tolstring(L, keys[i].slot, &keys[i].n);
     }
@@ -109,7 +100,6 @@ static uint64_t walk_object(lua_State *L, int idx, uint64_t h, int depth)
         h = walk(L, lua_gettop(L), h, depth + 1);
         lua_pop(L, 1);
     }
-    free(keys);
     lua_settop(L, base);
     return feed(h, "}", 1);
 }

@@ -6,8 +6,9 @@
 #include <lua.h>
 #include <stdint.h>
 
-/* Deepest nesting canon_hash accepts. */
+/* Deepest nesting, and most keys in one table, canon_hash accepts. */
 #define CANON_MAX_DEPTH 64
+#define CANON_MAX_KEYS 100000
 
 /* FNV-1a (64 bits, from HASH_SEED) of the canonical text of the value at
  * `idx`: the bytes core.lua's former canonical() wrote, so hashes kept on
@@ -15,8 +16,9 @@
  * t[1..#t]; other tables are objects with keys as tostring() gives them,
  * sorted bytewise, each as string.format("%q:", key) then its value;
  * numbers with an integral value as "%d", others "%.17g"; strings as %q;
- * anything else as tostring(). Raises a Lua error when nesting exceeds
- * CANON_MAX_DEPTH. Leaves the stack as it found it. */
+ * anything else as tostring(). Raises a Lua error (nothing leaks) when
+ * nesting exceeds CANON_MAX_DEPTH or a table has more than CANON_MAX_KEYS
+ * keys. Leaves the stack as it found it. */
 uint64_t canon_hash(lua_State *L, int idx);
 
 #endif
