@@ -111,16 +111,22 @@ static void answer_one(struct fixture *f, struct core_action *a, size_t i)
     assert_int_equal(core_result(f->core, a, 201, body, strlen(body)), CORE_OK);
 }
 
+/* Delivers one watch event of `type` with `object` (JSON) on resource res. */
+static void deliver(struct fixture *f, const char *res, const char *type, const char *object)
+{
+    char ev[16500], err[512], *rv;
+    long code;
+    snprintf(ev, sizeof ev, "{\"type\":\"%s\",\"object\":%s}", type, object);
+    assert_int_equal(core_watch_event(f->core, res, ev, strlen(ev), &rv, &code, err, sizeof err), 0);
+    free(rv);
+}
+
 /* Delivers the watch event of what action a writes, before its answer. */
 static void echo(struct fixture *f, const struct core_action *a, size_t i)
 {
-    char body[16384], ev[16500], err[512], *rv;
-    long code;
+    char body[16384];
     stored(a, i, body, sizeof body);
-    snprintf(ev, sizeof ev, "{\"type\":\"ADDED\",\"object\":%s}", body);
-    assert_int_equal(core_watch_event(f->core, a->res, ev, strlen(ev), &rv, &code, err,
-                                      sizeof err), 0);
-    free(rv);
+    deliver(f, a->res, "ADDED", body);
 }
 
 static void answer(struct fixture *f, struct core_plan *p)
@@ -231,8 +237,6 @@ static void test_echo_of_a_write_in_flight_queues_nothing(void **state)
 {
     struct fixture *f = *state;
     struct core_plan p;
-    char err[512], *rv;
-    long code;
     list(f, "pods", POD("p1", "10.1.2.3", "True"));
     f->n_queued = 0;
     plan(f, "ns/p1", &p);
@@ -254,14 +258,11 @@ static void test_echo_of_a_write_in_flight_queues_nothing(void **state)
     core_plan_free(&p);
 
     /* Nothing in flight: an edit by hand is news. */
-    const char *ev = "{\"type\":\"MODIFIED\",\"object\":{\"metadata\":{\"name\":\"p1\","
+    deliver(f, "services", "MODIFIED", "{\"metadata\":{\"name\":\"p1\","
         "\"namespace\":\"ns\",\"uid\":\"child-0\",\"resourceVersion\":\"12\","
         "\"labels\":{\"app.kubernetes.io/managed-by\":\"envoy-router\"},"
         "\"ownerReferences\":[{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"name\":\"p1\","
-        "\"uid\":\"uid-p1\",\"controller\":true}]},\"spec\":{\"clusterIP\":\"None\"}}}";
-    assert_int_equal(core_watch_event(f->core, "services", ev, strlen(ev), &rv, &code, err,
-                                      sizeof err), 0);
-    free(rv);
+        "\"uid\":\"uid-p1\",\"controller\":true}]},\"spec\":{\"clusterIP\":\"None\"}}");
     assert_int_equal(f->n_queued, 1);
 }
 
@@ -273,8 +274,6 @@ static void test_service_in_foreground_deletion_is_finished(void **state)
 {
     struct fixture *f = *state;
     struct core_plan p;
-    char err[512], *rv;
-    long code;
     list(f, "pods", POD("p1", "10.1.2.3", "True"));
     settle(f, "ns/p1");
     const char *gone = "{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{"
@@ -283,11 +282,7 @@ static void test_service_in_foreground_deletion_is_finished(void **state)
         "\"labels\":{\"app.kubernetes.io/managed-by\":\"envoy-router\"},"
         "\"ownerReferences\":[{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"name\":\"p1\","
         "\"uid\":\"uid-p1\",\"controller\":true}]},\"spec\":{\"clusterIP\":\"None\"}}";
-    char ev[4096];
-    snprintf(ev, sizeof ev, "{\"type\":\"MODIFIED\",\"object\":%s}", gone);
-    assert_int_equal(core_watch_event(f->core, "services", ev, strlen(ev), &rv, &code, err,
-                                      sizeof err), 0);
-    free(rv);
+    deliver(f, "services", "MODIFIED", gone);
     plan(f, "ns/p1", &p);
     assert_int_equal(p.n_actions, 1);
     assert_string_equal(p.actions[0].verb, "delete");
