@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dup.h"
 #include "canon.h"
+#include "dup.h"
 #include "embedded.h"
 #include "kubepath.h"
 #include "luacall.h"

@@ -1012,13 +1012,6 @@ function M.reconcile(key)
   -- for the one round trip the Service's create takes to come back 409.
   -- (A Service being deleted is waited for too: its successor's uid is
   -- what the routes will name as their owner.)
-  local service_pending = false
-  for _, d in ipairs(desired) do
-    local obs = d.r.kind == "Service" and store[d.r.res][d.key]
-    if d.r.kind == "Service" and (obs == nil or unpack_child(obs).deleting) then
-      service_pending = true
-    end
-  end
   -- Deletion order without the operator: every Service carries the
   -- finalizer "foregroundDeletion" (the garbage collector's own, so nothing
   -- hangs when envoy-router is gone) and each HTTPRoute names each of the
@@ -1026,16 +1019,18 @@ function M.reconcile(key)
   -- goes, the collector deletes the Service in the foreground: it waits
   -- until the route, its blocking dependent, is gone. Envoy Gateway answers
   -- 500 for a route whose Service is gone, 503 and then 404 otherwise. The
-  -- owner needs the Service's uid, which the route waits for anyway (above):
+  -- owner needs the Service's uid, which the route waits for anyway:
   -- a new pod takes 3 writes in 2 rounds (Service; route and EndpointSlice).
   local release = pod and val(pod.metadata.deletionTimestamp) ~= nil
     and pod_label(pod, "") == pod.metadata.name
-  local service_refs = {}
+  local service_pending, service_refs = false, {}
   for _, d in ipairs(desired) do
     if d.r.kind == "Service" then
       local obs = store[d.r.res][d.key]
       local c = obs and unpack_child(obs)
-      if c and c.uid and not c.deleting then
+      if not c or c.deleting then
+        service_pending = true
+      elseif c.uid then
         service_refs[#service_refs + 1] = {
           apiVersion = "v1", kind = "Service", name = d.obj.metadata.name,
           uid = c.uid, controller = false, blockOwnerDeletion = true,
