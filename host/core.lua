@@ -334,14 +334,22 @@ end
 -- Lowercase UUIDs and 16-hex-digit hashes, the longest parts of a packed
 -- child, kept as their bytes (16 and 8) behind a tag byte that no
 -- Kubernetes uid or annotation starts with; anything else as it is.
+-- Two lowercase hex digits <-> their byte, as gsub replacement tables (a
+-- table lookup per pair, not a Lua call).
+local BYTE_OF, HEX_OF = {}, {}
+for i = 0, 255 do
+  local h, c = string.format("%02x", i), string.char(i)
+  BYTE_OF[h], HEX_OF[c] = c, h
+end
+
 local function squeeze(s)
-  if s:find("^%x+$") and #s == 16 and s == s:lower() then
+  if #s == 16 and s:find("^[0-9a-f]+$") then
     return "\2" .. string.pack(">i8", math.tointeger(tonumber(s, 16)))
   end
-  if s:find("^[0-9a-f]+%-[0-9a-f]+%-[0-9a-f]+%-[0-9a-f]+%-[0-9a-f]+$") and #s == 36 then
+  if #s == 36 and s:find("^[0-9a-f]+%-[0-9a-f]+%-[0-9a-f]+%-[0-9a-f]+%-[0-9a-f]+$") then
     local hex = s:gsub("%-", "")
     if #hex == 32 then
-      return "\1" .. hex:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)
+      return "\1" .. (hex:gsub("%x%x", BYTE_OF))
     end
   end
   return s
@@ -351,7 +359,7 @@ local function unsqueeze(s)
   local tag = s:byte(1)
   if tag == 2 then return string.format("%016x", (string.unpack(">i8", s, 2))) end
   if tag == 1 then
-    local hex = s:sub(2):gsub(".", function(c) return string.format("%02x", c:byte()) end)
+    local hex = s:sub(2):gsub(".", HEX_OF)
     return string.format("%s-%s-%s-%s-%s", hex:sub(1, 8), hex:sub(9, 12), hex:sub(13, 16),
       hex:sub(17, 20), hex:sub(21))
   end
@@ -365,8 +373,9 @@ end
 -- "g": no finalizer but foregroundDeletion),
 -- name and uid of its controller Pod, its desired-hash annotation, the
 -- hash of the fields our apply owns ("-" for none); each field behind its
--- length, "" for one that is absent, uids and hashes squeezed.
-local function pack_child(o)
+-- length, "" for one that is absent, uids and hashes squeezed. `oh` is
+-- owned_hash(o) when the caller has it already.
+local function pack_child(o, oh)
   local md = val(o.metadata) or {}
   local labels, ann = val(md.labels), val(md.annotations)
   local flags = "f"
@@ -390,7 +399,7 @@ local function pack_child(o)
   return string.pack("s1s1s1s1s1s2s1",
     squeeze(str(val(md.uid))), str(val(md.resourceVersion)), flags,
     pod_ref and tostring(pod_ref.name) or "", squeeze(pod_ref and tostring(pod_ref.uid) or ""),
-    squeeze(type(ann) == "table" and str(ann[HASH]) or ""), squeeze(owned_hash(o)))
+    squeeze(type(ann) == "table" and str(ann[HASH]) or ""), squeeze(oh or owned_hash(o)))
 end
 
 local function unpack_child(s)
@@ -522,10 +531,23 @@ local function link(res, okey, pkey)
   end
 end
 
--- Records an object; queues the pod keys it concerns unless quiet.
-local function upsert(res, o, quiet)
+-- Records an object; queues the pod keys it concerns unless quiet. `oh`
+-- is owned_hash(o) when the caller has it already.
+local function upsert(res, o, quiet, oh)
   local md = o.metadata or {}
   local key = key_of(md)
+  if res ~= "pods" and store[res][key] then
+    -- The same version of a child we hold (the watch's echo of a write
+    -- whose answer came first, or the answer after its echo, or a relist
+    -- of an unchanged object): a resourceVersion names one state of one
+    -- object, so nothing about it can differ. Packing it again would cost
+    -- a walk of its managedFields for nothing.
+    local _, rv = string.unpack("s1s1", store[res][key])
+    if rv ~= "" and rv == val(md.resourceVersion) then
+      if listing[res] then listing[res][key] = true end
+      return
+    end
+  end
   if res == "pods" then
     if not pods[key] then
       count.pods = count.pods + 1
@@ -574,7 +596,7 @@ local function upsert(res, o, quiet)
   o.apiVersion, o.kind = RESOURCES[res].apiVersion, RESOURCES[res].kind
   if not store[res][key] then count.children = count.children + 1 end
   upgrade[res .. "\0" .. key] = upgrade_patch(o)
-  local packed = pack_child(o)
+  local packed = pack_child(o, oh)
   -- The watch echoing our own write (cached from its answer already), or
   -- a relist of an unchanged object: nothing new for the pod.
   local same = store[res][key] == packed and old == pkey and same_health
@@ -1284,7 +1306,7 @@ function M.result(res, key, verb, status, body)
         if type(sent[id]) == "string" and got ~= sent[id] and type(ann) == "table" then
           settled[id] = tostring(ann[HASH]) .. " " .. got
         end
-        upsert(res, o, true)
+        upsert(res, o, true, got)
         -- A new Service (or a name free again): the pod's other children
         -- can follow now.
         local pkey = owner_key(o)

@@ -580,6 +580,9 @@ static void test_refused_repair_replaces_the_child(void **state)
     char *at = strstr(ev, "0000000000000000");
     assert_non_null(at);
     memcpy(at, h, 16);
+    at = strstr(ev, "\"resourceVersion\":\"12\"");   /* a new version */
+    assert_non_null(at);
+    at[strlen("\"resourceVersion\":\"1")] = '3';
     assert_int_equal(core_watch_event(f->core, "services", ev, strlen(ev), &rv, &code, err, sizeof err), 0);
     free(rv);
     plan(f, "ns/p1", &p);
@@ -653,12 +656,14 @@ static void route_status(struct fixture *f, const char *type, const char *accept
                          const char *reason, const char *resolved, const char *resolved_reason,
                          int observed)
 {
+    /* Every status write is a new version of the route. */
+    static int version = 20;
     char line[4096], err[512], *rv;
     long code;
     snprintf(line, sizeof line,
              "{\"type\":\"%s\",\"object\":{\"apiVersion\":\"gateway.networking.k8s.io/v1\","
              "\"kind\":\"HTTPRoute\",\"metadata\":{\"name\":\"p1\",\"namespace\":\"ns\","
-             "\"uid\":\"r1\",\"generation\":2,\"resourceVersion\":\"20\",\"labels\":"
+             "\"uid\":\"r1\",\"generation\":2,\"resourceVersion\":\"%d\",\"labels\":"
              "{\"app.kubernetes.io/managed-by\":\"envoy-router\"},\"ownerReferences\":"
              "[{\"kind\":\"Pod\",\"name\":\"p1\",\"uid\":\"uid-p1\",\"controller\":true}]},"
              "\"spec\":{\"parentRefs\":[{\"name\":\"gw\"}]},\"status\":{\"parents\":[{"
@@ -668,7 +673,8 @@ static void route_status(struct fixture *f, const char *type, const char *accept
              "\"message\":\"said %s\",\"observedGeneration\":%d},{\"type\":\"ResolvedRefs\","
              "\"status\":\"%s\",\"reason\":\"%s\",\"message\":\"refs\",\"observedGeneration\":%d}]"
              "}]}}}",
-             type, accepted, reason, reason, observed, resolved, resolved_reason, observed);
+             type, version++, accepted, reason, reason, observed, resolved, resolved_reason,
+             observed);
     assert_int_equal(core_watch_event(f->core, "httproutes", line, strlen(line), &rv, &code, err,
                                       sizeof err), 0);
     free(rv);
