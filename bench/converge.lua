@@ -8,32 +8,39 @@
 -- Not part of `make test` (10,000 pods take a few minutes on two cores).
 -- Against the loopback control plane of tools/cluster.sh:
 -- 1. floor RSS: the operator on an empty namespace, caches synced;
--- 2. PODS (1,000) labelled pods with IPs and Ready, created while no
---    operator runs; the operator starts; time until it has written all
---    3 x PODS children and its queue is empty; RSS;
--- 3. floor times, each a bare client (one curl process, 16 requests at a
---    time: the operator's --max-concurrent-writes) writing the same 3 x PODS
---    objects into a namespace of its own: by create (POST); by server-side
---    apply in pod order without owners (the "apply floor"); by the
---    operator's protocol (pods of the same names beside them, so the owners
---    are real): 3 writes in 2 rounds, the route owned by the pod and,
---    blocking, by the Service; and that again while a watch on each of
---    the three kinds follows it (as the operator's watches do);
--- 4. MORE (9,000) more pods; RSS once their 3 x MORE children are written
---    (10,000 managed pods in all).
--- All in one run, so the ratios compare like with like. The namespaces it
--- deletes at the end keep the cluster's garbage collector busy for minutes
--- (kube-controller-manager's client is limited to 20 requests/s): start each
--- run on a fresh cluster (`make cluster-down` first).
+-- 2. timing, in BENCH_CYCLES (3) cycles; each writes the children of PODS
+--    (1,000) pods four ways, each into namespaces of its own, in an order
+--    rotated from cycle to cycle (a later phase runs on a fuller etcd and
+--    beside the garbage collector's work on the earlier ones):
+--    - operator: PODS labelled pods with IPs and Ready, created while no
+--      operator runs; the operator starts; time until it has written all
+--      3 x PODS children and its queue is empty;
+--    - same objects: a bare client (one curl process, 16 requests at a
+--      time: the operator's --max-concurrent-writes) writing the objects
+--      the operator writes (its built-in templates, its desired-hash
+--      annotation, its owners: the pod, and the Service as a blocking owner
+--      of the route; pods of the same names beside them, so the owners are
+--      real) by its protocol: the Services, then the EndpointSlices and
+--      HTTPRoutes: 3 writes in 2 rounds;
+--    - apply floor: the same objects without owners by server-side apply,
+--      in pod order, in one round;
+--    - create floor: the same, by POST.
+--    Ratios are taken within a cycle; the medians over cycles are printed.
+-- 3. RSS of the first cycle's operator with PODS managed pods; then MORE
+--    (9,000) more pods in its namespace; RSS once their 3 x MORE children
+--    are written (10,000 managed pods in all).
+-- The namespaces it deletes at the end keep the cluster's garbage
+-- collector busy for minutes (kube-controller-manager's client is limited
+-- to 20 requests/s): start each run on a fresh cluster (`make
+-- cluster-down` first).
 
 package.path = "./bench/?.lua;./?.lua;" .. package.path
 local S = require("spec.e2e.support")
 
 local N = tonumber(arg[1]) or 1000
 local MORE = tonumber(arg[2]) or 9000
-local ns, floor_ns, empty_ns = "bench-cv", "bench-cv-floor", "bench-cv-empty"
-local apply_ns = "bench-cv-apply"
-local proto_ns, watched_ns = "bench-cv-proto", "bench-cv-watched"
+local CYCLES = tonumber(os.getenv("BENCH_CYCLES") or "") or 3
+local empty_ns = "bench-cv-empty"
 
 local function names(from, to)
   local out, st = {}, {}
@@ -47,45 +54,58 @@ local function names(from, to)
 end
 
 -- Pods in batches (one curl each), then their status (none without statuses).
-local function make_pods(list, statuses, target_ns)
+local function make_pods(list, statuses, ns)
   for i = 1, #list, 1000 do
     local batch, st = {}, {}
     for j = i, math.min(i + 999, #list) do
       batch[#batch + 1] = list[j]
       st[list[j]] = statuses and statuses[list[j]]
     end
-    S.pods(target_ns or ns, batch)
+    S.pods(ns, batch)
     -- A status PATCH is idempotent: on a loaded machine, send the batch again
     -- rather than lose the run to one dropped connection.
     if statuses and not pcall(S.pods_status, ns, st) then S.pods_status(ns, st) end
   end
 end
 
--- The three objects a pod gets (as the built-in templates make them).
-local function objects(target_ns, name, ip)
-  local labels = { ["app.kubernetes.io/managed-by"] = "bench", ["envoy-router/pod"] = name }
+-- The three objects a pod gets, as the built-in templates make them, with
+-- a desired-hash annotation as the operator stamps (its value does not
+-- matter here). `uid`: the pod's, for the EndpointSlice's targetRef.
+local function objects(target_ns, name, ip, uid)
+  local function meta(labels)
+    return { name = name, namespace = target_ns, labels = labels,
+             annotations = { ["envoy-router/desired-hash"] = "0123456789abcdef" } }
+  end
+  local labels = { ["app.kubernetes.io/managed-by"] = "envoy-router", ["envoy-router/pod"] = name }
   return {
     { path = "/api/v1/namespaces/" .. target_ns .. "/services", body = {
-      apiVersion = "v1", kind = "Service",
-      metadata = { name = name, namespace = target_ns, labels = labels },
+      apiVersion = "v1", kind = "Service", metadata = meta(labels),
       spec = { clusterIP = "None",
                ports = { { name = "http", port = 80, targetPort = 8080, protocol = "TCP" } } } } },
     { path = "/apis/discovery.k8s.io/v1/namespaces/" .. target_ns .. "/endpointslices", body = {
       apiVersion = "discovery.k8s.io/v1", kind = "EndpointSlice",
-      metadata = { name = name, namespace = target_ns, labels = {
-        ["kubernetes.io/service-name"] = name, ["app.kubernetes.io/managed-by"] = "bench" } },
+      metadata = meta({ ["app.kubernetes.io/managed-by"] = "envoy-router",
+                        ["endpointslice.kubernetes.io/managed-by"] = "envoy-router",
+                        ["envoy-router/pod"] = name, ["kubernetes.io/service-name"] = name }),
       addressType = "IPv4",
-      endpoints = { { addresses = { ip }, conditions = { ready = true, serving = true,
-                                                         terminating = false } } },
+      endpoints = { { addresses = { ip },
+                      conditions = { ready = true, serving = true, terminating = false },
+                      targetRef = { kind = "Pod", namespace = target_ns, name = name,
+                                    uid = uid } } },
       ports = { { name = "http", port = 8080, protocol = "TCP" } } } },
-    { path = "/apis/gateway.networking.k8s.io/v1/namespaces/" .. target_ns .. "/httproutes", body = {
-      apiVersion = "gateway.networking.k8s.io/v1", kind = "HTTPRoute",
-      metadata = { name = name, namespace = target_ns, labels = labels },
-      spec = { parentRefs = { { name = "envoy-router" } },
+    { path = "/apis/gateway.networking.k8s.io/v1/namespaces/" .. target_ns .. "/httproutes",
+      body = {
+      apiVersion = "gateway.networking.k8s.io/v1", kind = "HTTPRoute", metadata = meta(labels),
+      spec = { parentRefs = { { group = "gateway.networking.k8s.io", kind = "Gateway",
+                                name = "envoy-router" } },
                rules = { { matches = { { path = { type = "PathPrefix", value = "/" .. name } } },
-                           backendRefs = { { name = name, port = 80 } } } } } } },
+                           backendRefs = { { group = "", kind = "Service", name = name, port = 80,
+                                             weight = 1 } } } } } } },
   }
 end
+
+-- A uid for objects written where no pod exists (the floors).
+local NO_UID = "00000000-0000-0000-0000-000000000000"
 
 local cjson = require("cjson")
 -- lua-cjson escapes "/" as "\/", which is JSON but not YAML.
@@ -112,11 +132,13 @@ local function protocol_client(pns, list, statuses)
   local took, each = 0, {}
   for i, kinds in ipairs({ { Service = true }, { EndpointSlice = true, HTTPRoute = true } }) do
     if i == 2 then
-      for _, o in ipairs(S.list(pns, "services")) do service_uid[o.metadata.name] = o.metadata.uid end
+      for _, o in ipairs(S.list(pns, "services")) do
+        service_uid[o.metadata.name] = o.metadata.uid
+      end
     end
     local reqs = {}
     for _, name in ipairs(list) do
-      for _, o in ipairs(objects(pns, name, statuses[name].ip)) do
+      for _, o in ipairs(objects(pns, name, statuses[name].ip, uid[name])) do
         local kind = o.body.kind
         if kinds[kind] then
           local md = o.body.metadata
@@ -139,25 +161,6 @@ local function protocol_client(pns, list, statuses)
     for _, c in ipairs(codes) do assert(c == 201 or c == 200, "protocol client answered " .. c) end
   end
   return took, table.concat(each, " + ")
-end
-
--- Watches of the three child kinds in `pns` (curl processes, output
--- dropped), as any controller keeps: the API server then encodes each
--- write once more, for the watch. Returns a function that stops them.
-local function watch_children(pns)
-  local api = S.api_base()
-  local pids = {}
-  for _, path in ipairs({ "/api/v1/namespaces/%s/services",
-                          "/apis/discovery.k8s.io/v1/namespaces/%s/endpointslices",
-                          "/apis/gateway.networking.k8s.io/v1/namespaces/%s/httproutes" }) do
-    local url = api.server .. string.format(path, pns) .. "?watch=1&timeoutSeconds=600"
-    pids[#pids + 1] = S.sh(string.format("(curl -sN --cacert %s -H %s %s >/dev/null 2>&1 & echo $!)",
-      S.quote(api.cacert), S.quote("Authorization: Bearer " .. api.token), S.quote(url))):match("%d+")
-  end
-  S.sleep(0.5)
-  return function()
-    for _, pid in ipairs(pids) do S.sh("kill " .. pid) end
-  end
 end
 
 -- From the operator's log: seconds from its first line to "caches synced",
@@ -187,131 +190,185 @@ local function count_children(target_ns)
   return n
 end
 
+-- Polls the operator's metrics, one scrape (one curl process) every 0.1 s,
+-- until it has sent `want` writes and its queue is empty. Light on purpose:
+-- the control plane, the operator and this loop share two cores, and the
+-- scrapes are CPU the floor clients do not pay (5 scrapes every 50 ms made
+-- the operator's time 20-30 % longer). The end is seen at most 0.1 s late.
 local function wait_written(op, want, timeout)
-  S.eventually(function()
-    return op:writes() >= want and op:idle()
-  end, timeout, want .. " writes and an empty queue; log " .. op.log)
+  local deadline = S.now() + timeout
+  while true do
+    local ok, m = pcall(op.metrics, op)
+    if ok and op:writes(m) >= want and op:idle(m) then return end
+    assert(S.now() < deadline, want .. " writes and an empty queue; log " .. op.log)
+    S.sleep(0.1)
+  end
 end
 
+local function median(xs)
+  local t = {}
+  for i, x in ipairs(xs) do t[i] = x end
+  table.sort(t)
+  return #t % 2 == 1 and t[(#t + 1) // 2] or (t[#t // 2] + t[#t // 2 + 1]) / 2
+end
+
+local function say(...) print(string.format(...)); io.stdout:flush() end
+
+local function last_trim(o)
+  local line
+  for l in o:log_text():gmatch("[^\n]+") do
+    if l:find("core: trimmed", 1, true) then line = l end
+  end
+  if line then say("  %s", line) end
+end
+
+local function op_args(ons)
+  local args = { "--watch-namespace", ons }
+  -- BENCH_LOG_LEVEL=debug: the operator logs its Lua heap and pool after
+  -- each trim, and the last such line is printed with each RSS.
+  if os.getenv("BENCH_LOG_LEVEL") then
+    args[#args + 1] = "--log-level=" .. os.getenv("BENCH_LOG_LEVEL")
+  end
+  return args
+end
+
+-- The four ways of one cycle. Each takes the cycle's number, the pods'
+-- names and statuses, and `keep` (told each namespace and operator made,
+-- for the clean-up); returns the seconds it took and a note.
+local WAYS = {}
+
+local function namespace(name, keep)
+  keep.namespace(name)
+  S.namespace(name)
+  return name
+end
+
+function WAYS.operator(c, first, st, keep)
+  local ons = namespace("bench-cv-op-" .. c, keep)
+  make_pods(first, st, ons)
+  local t = S.now()
+  local op = S.operator(op_args(ons))
+  keep.operator(op)
+  wait_written(op, 3 * #first, 600)
+  local took = S.now() - t
+  assert(count_children(ons) == 3 * #first, "children after the operator's start")
+  local startup, writing = phases(op)
+  return took, string.format("%d writes, %d reconciles, %.2f s CPU; its log: caches synced "
+    .. "%.2f s after its first line, last write sent %.2f s after that", op:writes(),
+    op:metric("controller_runtime_reconcile_total"), op:cpu_seconds(), startup, writing), op
+end
+
+function WAYS.same(c, first, st, keep)
+  local pns = namespace("bench-cv-same-" .. c, keep)
+  make_pods(first, nil, pns)
+  local took, rounds = protocol_client(pns, first, st)
+  return took, "rounds " .. rounds
+end
+
+function WAYS.apply(c, first, st, keep)
+  local ans = namespace("bench-cv-apply-" .. c, keep)
+  local reqs = {}
+  for _, name in ipairs(first) do
+    for _, o in ipairs(objects(ans, name, st[name].ip, NO_UID)) do
+      reqs[#reqs + 1] = apply_req(o, name)
+    end
+  end
+  local t = S.now()
+  local codes = S.api_many(reqs, 16)
+  local took = S.now() - t
+  for _, code in ipairs(codes) do
+    assert(code == 201 or code == 200, "apply floor answered " .. code)
+  end
+  return took, ""
+end
+
+function WAYS.create(c, first, st, keep)
+  local cns = namespace("bench-cv-create-" .. c, keep)
+  local reqs = {}
+  for _, name in ipairs(first) do
+    for _, o in ipairs(objects(cns, name, st[name].ip, NO_UID)) do
+      reqs[#reqs + 1] = { method = "POST", path = o.path, body = o.body }
+    end
+  end
+  local t = S.now()
+  local codes = S.api_many(reqs, 16)
+  local took = S.now() - t
+  local created = 0
+  for _, code in ipairs(codes) do if code == 201 then created = created + 1 end end
+  assert(created == #reqs, "create floor created " .. created)
+  return took, ""
+end
+
+local ORDER = { "operator", "same", "apply", "create" }
+
 local function run()
-  local ops = {}
+  local ops, namespaces = {}, { empty_ns }
+  local keep = { operator = function(o) ops[#ops + 1] = o end,
+                 namespace = function(n) namespaces[#namespaces + 1] = n end }
   local ok, err = pcall(function()
     S.namespace(empty_ns)
-    S.namespace(floor_ns)
-    S.namespace(apply_ns)
-    S.namespace(proto_ns)
-    S.namespace(watched_ns)
-    S.namespace(ns)
-
     local idle = S.operator({ "--watch-namespace", empty_ns })
     ops[#ops + 1] = idle
     idle:wait_ready()
     S.sleep(2)
     local floor_rss = idle:rss_kib()
     idle:stop()
-    local function say(...) print(string.format(...)); io.stdout:flush() end
-    local function last_trim(o)
-      local line
-      for l in o:log_text():gmatch("[^\n]+") do
-        if l:find("core: trimmed", 1, true) then line = l end
-      end
-      if line then say("  %s", line) end
-    end
     say("# %s, kube-apiserver on loopback, 2 cores", os.date("!%Y-%m-%dT%H:%M:%SZ"))
     say("idle RSS (same binary, empty namespace): %.1f MiB", floor_rss / 1024)
 
     local first, st1 = names(1, N)
-    make_pods(first, st1)
-    local t = S.now()
-    -- BENCH_LOG_LEVEL=debug: the operator logs its Lua heap and pool after
-    -- each trim, and the last such line is printed with each RSS.
-    local op_args = { "--watch-namespace", ns }
-    if os.getenv("BENCH_LOG_LEVEL") then
-      op_args[#op_args + 1] = "--log-level=" .. os.getenv("BENCH_LOG_LEVEL")
-    end
-    local op = S.operator(op_args)
-    ops[#ops + 1] = op
-    wait_written(op, 3 * N, 600)
-    local took = S.now() - t
-    local writes1 = op:writes()
-    local reconciles1 = op:metric("controller_runtime_reconcile_total")
-    assert(count_children(ns) == 3 * N, "children after the first start")
-    S.sleep(2)
-    local rss1 = op:rss_kib()
-
-    -- the floor: the same 3 x N objects from one client
-    local reqs = {}
-    for _, name in ipairs(first) do
-      for _, o in ipairs(objects(floor_ns, name, st1[name].ip)) do
-        reqs[#reqs + 1] = { method = "POST", path = o.path, body = o.body }
+    local ratios = { same = {}, apply = {}, create = {} }
+    local main_op
+    for c = 1, CYCLES do
+      local took, notes, order = {}, {}, {}
+      for i = 1, #ORDER do
+        local way = ORDER[(i + c - 2) % #ORDER + 1]
+        order[i] = way
+        local op
+        took[way], notes[way], op = WAYS[way](c, first, st1, keep)
+        if op and c == 1 then
+          main_op = op
+          S.sleep(2)
+          notes.rss = op:rss_kib()
+        elseif op then
+          op:stop()
+        end
+      end
+      for way in pairs(ratios) do table.insert(ratios[way], took.operator / took[way]) end
+      say("cycle %d (order %s): operator %.2f s (%s)", c, table.concat(order, ", "),
+        took.operator, notes.operator)
+      say("  same objects by the operator's protocol %.2f s (%s): ratio %.2f; apply floor %.2f s: "
+        .. "ratio %.2f; create floor %.2f s: ratio %.2f", took.same, notes.same,
+        took.operator / took.same, took.apply, took.operator / took.apply, took.create,
+        took.operator / took.create)
+      if notes.rss then
+        say("RSS with %d managed pods: %.1f MiB (%.2f x idle; %.2f KiB per pod above idle)",
+          N, notes.rss / 1024, notes.rss / floor_rss, (notes.rss - floor_rss) / N)
+        last_trim(main_op)
       end
     end
-    t = S.now()
-    local codes = S.api_many(reqs, 16)
-    local floor_took = S.now() - t
-    local created = 0
-    for _, c in ipairs(codes) do if c == 201 then created = created + 1 end end
-    assert(created == 3 * N, "floor client created " .. created)
+    say("%d pods, median of %d cycles: operator / same objects %.2f, / apply floor %.2f, "
+      .. "/ create floor %.2f", N, CYCLES, median(ratios.same), median(ratios.apply),
+      median(ratios.create))
 
-    -- The same 3 x N objects by server-side apply, 16 at a time, in pod
-    -- order, without owners: the apply floor.
-    local applies = {}
-    for _, name in ipairs(first) do
-      for _, o in ipairs(objects(apply_ns, name, st1[name].ip)) do
-        applies[#applies + 1] = apply_req(o, name)
-      end
+    if MORE > 0 then
+      local more, st2 = names(N + 1, N + MORE)
+      local t = S.now()
+      make_pods(more, st2, "bench-cv-op-1")
+      wait_written(main_op, 3 * (N + MORE), 1800)
+      local took2 = S.now() - t
+      S.sleep(2)
+      local rss2 = main_op:rss_kib()
+      local managed = main_op:metric("envoy_router_managed_pods")
+      say("RSS with %d managed pods: %.1f MiB (%.2f x idle; %.2f KiB per pod above idle); "
+        .. "%d more pods' children written in %.1f s; managed_pods %d",
+        N + MORE, rss2 / 1024, rss2 / floor_rss, (rss2 - floor_rss) / (N + MORE), MORE, took2,
+        managed)
+      last_trim(main_op)
     end
-    t = S.now()
-    codes = S.api_many(applies, 16)
-    local apply_took = S.now() - t
-    for _, c in ipairs(codes) do assert(c == 201 or c == 200, "apply floor answered " .. c) end
-    -- A bare client of the operator's protocol (pods of the same names
-    -- beside it).
-    make_pods(first, nil, proto_ns)
-    local proto_took, proto_rounds = protocol_client(proto_ns, first, st1)
-    -- The same again while three watches follow its namespace.
-    make_pods(first, nil, watched_ns)
-    local unwatch = watch_children(watched_ns)
-    local watched_took, watched_rounds = protocol_client(watched_ns, first, st1)
-    unwatch()
-    local cpu1 = op:cpu_seconds()
-    local startup, writing = phases(op)
-    say("%d pods: %d children written in %.2f s from start; floor client %.2f s; ratio %.2f",
-      N, 3 * N, took, floor_took, took / floor_took)
-    say("  same objects by apply %.2f s (ratio to it %.2f); operator: %d writes, %d reconciles, "
-      .. "%.2f s CPU; its log: caches synced %.2f s after its first line, last write sent %.2f s "
-      .. "after that", apply_took, took / apply_took, writes1, reconciles1, cpu1, startup, writing)
-    say("  bare client of the operator's protocol, 3 writes in 2 rounds %.2f s (%s; ratio to it "
-      .. "%.2f); the same with a watch on each of the three kinds %.2f s (%s; ratio to it %.2f)",
-      proto_took, proto_rounds, took / proto_took, watched_took, watched_rounds,
-      took / watched_took)
-    say("RSS with %d managed pods: %.1f MiB (%.2f x idle; %.2f KiB per pod above idle)",
-      N, rss1 / 1024, rss1 / floor_rss, (rss1 - floor_rss) / N)
-    last_trim(op)
-
-    local more, st2 = names(N + 1, N + MORE)
-    t = S.now()
-    make_pods(more, st2)
-    wait_written(op, 3 * (N + MORE), 1800)
-    local took2 = S.now() - t
-    S.sleep(2)
-    local rss2 = op:rss_kib()
-    local managed = op:metric("envoy_router_managed_pods")
-    op:stop()
-
-    say("RSS with %d managed pods: %.1f MiB (%.2f x idle; %.2f KiB per pod above idle); "
-      .. "%d more pods' children written in %.1f s; managed_pods %d",
-      N + MORE, rss2 / 1024, rss2 / floor_rss, (rss2 - floor_rss) / (N + MORE), MORE, took2,
-      managed)
-    last_trim(op)
   end)
   for _, o in ipairs(ops) do o:stop() end
-  S.cleanup(ns)
-  S.cleanup(floor_ns)
-  S.cleanup(apply_ns)
-  S.cleanup(proto_ns)
-  S.cleanup(watched_ns)
-  S.cleanup(empty_ns)
+  for _, n in ipairs(namespaces) do S.cleanup(n) end
   if not ok then error(err, 0) end
 end
 

@@ -260,10 +260,10 @@ function Operator:metrics()
 end
 
 -- Sum of every series of `name` whose labels contain all of `want`
--- ({ method = "POST" }).
-function Operator:metric(name, want)
+-- ({ method = "POST" }), from `scrape` (a table from metrics()) or a new one.
+function Operator:metric(name, want, scrape)
   local total = 0
-  for k, v in pairs(self:metrics()) do
+  for k, v in pairs(scrape or self:metrics()) do
     local n, labels = k:match("^([^{]+){?(.-)}?$")
     if n == name then
       local ok = true
@@ -276,11 +276,13 @@ function Operator:metric(name, want)
   return total
 end
 
--- Write requests (POST, PATCH, PUT, DELETE) the operator has sent.
-function Operator:writes()
+-- Write requests (POST, PATCH, PUT, DELETE) the operator has sent, from
+-- `scrape` (a table from metrics()) or one new scrape.
+function Operator:writes(scrape)
+  scrape = scrape or self:metrics()
   local n = 0
   for _, m in ipairs({ "POST", "PATCH", "PUT", "DELETE" }) do
-    n = n + self:metric("rest_client_requests_total", { method = m })
+    n = n + self:metric("rest_client_requests_total", { method = m }, scrape)
   end
   return n
 end
@@ -469,9 +471,10 @@ function S.cut_connections(pid)
   return n
 end
 
--- The operator's queue is empty and nothing is being reconciled.
-function Operator:idle()
-  local m = self:metrics()
+-- The operator's queue is empty and nothing is being reconciled (from
+-- `scrape`, a table from metrics(), or a new one).
+function Operator:idle(scrape)
+  local m = scrape or self:metrics()
   return m['workqueue_depth{name="pod"}'] == 0
     and m['controller_runtime_active_workers{controller="pod"}'] == 0
 end
