@@ -612,6 +612,15 @@ size_t core_enqueue_all(struct core *c)
     return n;
 }
 
+void core_writes_cancelled(struct core *c)
+{
+    char err[256];
+    prepare(c, "writes_cancelled");
+    if (invoke(c, 0, 0, err, sizeof err) != 0)
+        report("writes_cancelled", err);
+    lua_settop(c->L, 0);
+}
+
 void core_stats(struct core *c, size_t *managed, size_t *pods, size_t *children)
 {
     char err[256];

@@ -130,6 +130,11 @@ int core_check(struct core *c, char *err, size_t errlen);
 /* Queues every cached pod and every owner of a cached child; returns how many. */
 size_t core_enqueue_all(struct core *c);
 
+/* The writes in flight were cancelled (their answers will never come):
+ * forgets what the core kept for them, so that later watch events of
+ * those children are news again rather than taken for echoes. */
+void core_writes_cancelled(struct core *c);
+
 /* Cached HTTPRoutes by what their Gateway controller wrote in
  * status.parents[].conditions for the route's own parentRefs: Accepted=True
  * (and ResolvedRefs not False), Accepted=False, Accepted=True with

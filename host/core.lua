@@ -96,6 +96,14 @@ local repairing = {}
 -- keeps those fields in another form than we sent them (defaults inside
 -- an atomic list): that form then counts as up to date.
 local sent, settled = {}, {}
+-- "res\0objkey" -> { [resourceVersion] = true } of the versions the watch
+-- (or a list) brought while a create or apply of it was in flight. The
+-- watch brings versions in the order they were written, so the answer's
+-- version among them means the cache holds it or a newer one, and the
+-- answer must not overwrite it; any other version among them is a change
+-- that was not reconciled (it arrived as if it were the echo), so the
+-- answer queues the pod.
+local seen_in_flight = {}
 -- "res\0objkey" -> pod key, for the creates and probes in flight: the
 -- answer to a probe has to queue the pod, whose key may differ from the
 -- child's (hashed names).
@@ -605,6 +613,10 @@ local function upsert(res, o, quiet, oh)
   -- Reconciling now would plan nothing new (about 700 reconciles of 1,000
   -- new pods were such echoes).
   local id = res .. "\0" .. key
+  if sent[id] ~= nil and not quiet then
+    seen_in_flight[id] = seen_in_flight[id] or {}
+    seen_in_flight[id][val(md.resourceVersion) or ""] = true
+  end
   local echo = sent[id] ~= nil and same_health
     and (old == pkey or (old == nil and wanted_by[id] == pkey))
   store[res][key] = packed
@@ -630,6 +642,7 @@ local function remove(res, key, quiet)
   local pkey = owner_of[res][key]
   local id = res .. "\0" .. key
   sent[id], settled[id], replace[id], repairing[id], upgrade[id] = nil, nil, nil, nil, nil
+  seen_in_flight[id] = nil
   count.children = count.children - 1
   store[res][key] = nil
   if res == "httproutes" then
@@ -1306,19 +1319,26 @@ function M.result(res, key, verb, status, body)
         if type(sent[id]) == "string" and got ~= sent[id] and type(ann) == "table" then
           settled[id] = tostring(ann[HASH]) .. " " .. got
         end
-        upsert(res, o, true, got)
+        local rv, seen = val(o.metadata.resourceVersion), seen_in_flight[id] or {}
+        if not seen[rv] then upsert(res, o, true, got) end
+        local other = false
+        for v in pairs(seen) do
+          if v ~= rv then other = true end
+        end
         -- A new Service (or a name free again): the pod's other children
-        -- can follow now.
+        -- can follow now. A change that came while the write was in
+        -- flight: the pod looks again.
         local pkey = owner_key(o)
-        if pkey and (taken[id] or (verb == "create" and res == "services")) then
+        if pkey and (taken[id] or other or (verb == "create" and res == "services")) then
           host.enqueue(pkey)
         end
       end
       taken[id], wanted_by[id], sent[id], repairing[id] = nil, nil, nil, nil
+      seen_in_flight[id] = nil
     end
     return "ok"
   end
-  sent[id] = nil
+  sent[id], seen_in_flight[id] = nil, nil
   local was_repair = repairing[id]
   repairing[id] = nil
   if verb == "apply" and status == 422 then
@@ -1434,6 +1454,11 @@ function M.enqueue_all()
     if not pods[key] then host.enqueue(key); n = n + 1 end
   end
   return n
+end
+
+-- The writes in flight were cancelled: no answer will come for them.
+function M.writes_cancelled()
+  sent, seen_in_flight, repairing = {}, {}, {}
 end
 
 -- How long a route may go without an answer before its pod hears of it.

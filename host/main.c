@@ -129,6 +129,7 @@ static void on_leader(void *arg, bool leading)
          * after it, so writes queued, in flight or backing off go, the
          * Events' too (events_set_enabled above). */
         size_t n = reconciler_cancel(op->rec);
+        core_writes_cancelled(op->core);
         if (n + ev > 0) {
             char c[32], e[32];
             snprintf(c, sizeof c, "%zu", n);

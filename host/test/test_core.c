@@ -94,8 +94,22 @@ static void stored(const struct core_action *a, size_t i, char *body, size_t siz
     const char *md = strstr(a->body, "\"metadata\":{");
     assert_non_null(md);
     size_t head = (size_t)(md - a->body) + strlen("\"metadata\":{");
-    snprintf(body, size, "%.*s\"uid\":\"child-%zu\",\"resourceVersion\":\"11\","
-             "\"managedFields\":[],%s", (int)head, a->body, i, a->body + head);
+    /* Each write makes a new version; its echo and its answer carry the
+     * same one (derived from what was written, from 1000 up, apart from
+     * the versions the tests write by hand). */
+    unsigned version = 2166136261u;
+    for (const char *c = a->body; *c; c++)
+        version = (version ^ (unsigned char)*c) * 16777619u;
+    version = 1000 + version % 1000000000u;
+    snprintf(body, size, "%.*s\"uid\":\"child-%zu\",\"resourceVersion\":\"%u\","
+             "\"managedFields\":[],%s", (int)head, a->body, i, version++, a->body + head);
+    /* A create's body carries a resourceVersion no object has (its
+     * precondition); what is stored has the server's. */
+    static const char never[] = ",\"resourceVersion\":\"18446744073709551615\"";
+    char *at = strstr(body, never);
+    if (at != NULL)
+        memmove(at, at + strlen(never), strlen(at + strlen(never)) + 1);
+    assert_null(strstr(body, "18446744073709551615"));
 }
 
 /* Answers every action of the plan as the API server would: the body
@@ -264,6 +278,61 @@ static void test_echo_of_a_write_in_flight_queues_nothing(void **state)
         "\"ownerReferences\":[{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"name\":\"p1\","
         "\"uid\":\"uid-p1\",\"controller\":true}]},\"spec\":{\"clusterIP\":\"None\"}}");
     assert_int_equal(f->n_queued, 1);
+}
+
+/* The watch brings our write's echo and then someone's newer change
+ * while the write is in flight: the answer (the echo's version) must not
+ * put the older state back in the cache, and the pod looks again: the
+ * change is repaired. */
+static void test_change_after_the_echo_outlives_the_answer(void **state)
+{
+    struct fixture *f = *state;
+    struct core_plan p;
+    list(f, "pods", POD("p1", "10.1.2.3", "True"));
+    plan(f, "ns/p1", &p);
+    answer(f, &p);                              /* the Service */
+    core_plan_free(&p);
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 2);
+    const struct core_action *slice = &p.actions[0];
+    assert_string_equal(slice->res, "endpointslices");
+    echo(f, slice, 1);
+    /* A hand edit on top of it: the desired-hash annotation changed. */
+    char edited[16384];
+    stored(slice, 1, edited, sizeof edited);
+    char *at = strstr(edited, "\"resourceVersion\":\"");
+    assert_non_null(at);
+    at[strlen("\"resourceVersion\":\"")] = '9';        /* another version */
+    at = strstr(edited, "\"envoy-router/desired-hash\":\"");
+    assert_non_null(at);
+    memcpy(at + strlen("\"envoy-router/desired-hash\":\""), "0000000000000000", 16);
+    f->n_queued = 0;
+    deliver(f, "endpointslices", "MODIFIED", edited);
+    answer(f, &p);
+    assert_int_equal(f->n_queued, 1);
+    core_plan_free(&p);
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 1);
+    assert_string_equal(p.actions[0].verb, "apply");
+    assert_string_equal(p.actions[0].res, "endpointslices");
+    assert_string_equal(p.actions[0].why, "metadata.annotations.envoy-router/desired-hash");
+    core_plan_free(&p);
+}
+
+/* Writes cancelled in flight (leadership lost) get no answer: the watch
+ * events of those children afterwards are news, not echoes. */
+static void test_cancelled_write_leaves_no_echo(void **state)
+{
+    struct fixture *f = *state;
+    struct core_plan p;
+    list(f, "pods", POD("p1", "10.1.2.3", "True"));
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 1);
+    core_writes_cancelled(f->core);
+    f->n_queued = 0;
+    echo(f, &p.actions[0], 0);                  /* it landed before the cancel */
+    assert_int_equal(f->n_queued, 1);
+    core_plan_free(&p);
 }
 
 /* A Service of the pod held only by foregroundDeletion (the garbage
@@ -1220,6 +1289,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cache_per_pod_is_small, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stats_follow_the_caches_at_no_cost, setup, teardown),
         cmocka_unit_test_setup_teardown(test_core_lua_failures_are_logged, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_change_after_the_echo_outlives_the_answer, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_cancelled_write_leaves_no_echo, setup, teardown),
         cmocka_unit_test_setup_teardown(test_echo_of_a_write_in_flight_queues_nothing, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_service_in_foreground_deletion_is_finished, setup,
