@@ -300,9 +300,14 @@ static void test_change_after_the_echo_outlives_the_answer(void **state)
     /* A hand edit on top of it: the desired-hash annotation changed. */
     char edited[16384];
     stored(slice, 1, edited, sizeof edited);
+    /* Another version: 999 (what stored() gives is 1000 or more). */
     char *at = strstr(edited, "\"resourceVersion\":\"");
     assert_non_null(at);
-    at[strlen("\"resourceVersion\":\"")] = '9';        /* another version */
+    at += strlen("\"resourceVersion\":\"");
+    char *end = strchr(at, '"');
+    assert_non_null(end);
+    memmove(at + 3, end, strlen(end) + 1);
+    memcpy(at, "999", 3);
     at = strstr(edited, "\"envoy-router/desired-hash\":\"");
     assert_non_null(at);
     memcpy(at + strlen("\"envoy-router/desired-hash\":\""), "0000000000000000", 16);

@@ -137,6 +137,18 @@ contexts:
       local _, n = op:log_text():gsub("reason=NameConflict", "")
       return n >= 3
     end, DELAY + 20, "three NameConflicts reported")
+    -- All three Event POSTs held by the proxy, in flight (one that is
+    -- still queued in the operator when the Lease goes never reaches it).
+    local function proxy_out()
+      local f = io.open(dir .. "/proxy.out")
+      local text = f and f:read("a") or ""
+      if f then f:close() end
+      return text
+    end
+    S.eventually(function()
+      local _, n = proxy_out():gsub("held POST [^\n]*/events", "")
+      return n >= 3
+    end, 20, "three Event POSTs held by the proxy")
     local sent = S.now()
     S.sleep(1)
     -- Another holder takes the Lease (for two minutes): ev-a's next renewal
@@ -155,9 +167,7 @@ contexts:
     for _, e in ipairs(S.list(ns2, "events")) do
       if e.reportingInstance == "ev-a" then landed = landed + 1 end
     end
-    local f = io.open(dir .. "/proxy.out")
-    local _, dropped = (f and f:read("a") or ""):gsub("dropped POST [^\n]*/events", "")
-    if f then f:close() end
+    local _, dropped = proxy_out():gsub("dropped POST [^\n]*/events", "")
     local cancelled = op:log_text():match("writes in flight cancelled[^\n]*events_cancelled=(%d+)")
     print(string.format("# step-down: Events cancelled at step-down %s, dropped by the proxy %d, "
       .. "landed %d", tostring(cancelled), dropped, landed))

@@ -11,7 +11,8 @@ and forwards each request on a fresh TLS connection to 127.0.0.1:UPSTREAM_PORT
 path does not contain "/leases/" or end in "/leases" is held DELAY_SECONDS
 before it is forwarded: the operator's writes crawl while its Lease calls and
 its lists and watches go through at once. A held request whose client hung
-up meanwhile (a cancelled call) is dropped, never forwarded. Responses (watch
+up meanwhile (a cancelled call) is dropped, never forwarded ("held METHOD PATH"
+and "dropped METHOD PATH" on stdout tell which). Responses (watch
 streams included) are piped back as they come. Runs until killed.
 """
 import select
@@ -84,6 +85,7 @@ def handle(conn, ctx, upstream_port, delay):
                 return
             body += chunk
         if method != "GET" and not is_lease(path):
+            print("held", method, path, flush=True)
             time.sleep(delay)
             if hung_up(client):
                 print("dropped", method, path, flush=True)
