@@ -339,9 +339,6 @@ local function upgrade_patch(o)
   })
 end
 
--- Lowercase UUIDs and 16-hex-digit hashes, the longest parts of a packed
--- child, kept as their bytes (16 and 8) behind a tag byte that no
--- Kubernetes uid or annotation starts with; anything else as it is.
 -- Two lowercase hex digits <-> their byte, as gsub replacement tables (a
 -- table lookup per pair, not a Lua call).
 local BYTE_OF, HEX_OF = {}, {}
@@ -350,6 +347,9 @@ for i = 0, 255 do
   BYTE_OF[h], HEX_OF[c] = c, h
 end
 
+-- Lowercase UUIDs and 16-hex-digit hashes, the longest parts of a packed
+-- child, kept as their bytes (16 and 8) behind a tag byte that no
+-- Kubernetes uid or annotation starts with; anything else as it is.
 local function squeeze(s)
   if #s == 16 and s:find("^[0-9a-f]+$") then
     return "\2" .. string.pack(">i8", math.tointeger(tonumber(s, 16)))
