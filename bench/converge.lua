@@ -24,8 +24,12 @@
 --      HTTPRoutes: 3 writes in 2 rounds;
 --    - apply floor: the same objects without owners by server-side apply,
 --      in pod order, in one round;
---    - create floor: the same, by POST.
+--    - create floor: the same, by POST;
+--    - (only if BENCH_WAYS names it) watched: the same objects as "same",
+--      while four watches follow the namespace as the operator's do.
 --    Ratios are taken within a cycle; the medians over cycles are printed.
+--    Placement (BENCH_PIN, see place()): by default the control plane runs
+--    on core 0 and the clients on core 1, as on separate nodes.
 -- 3. RSS of the first cycle's operator with PODS managed pods; then MORE
 --    (9,000) more pods in its namespace; RSS once their 3 x MORE children
 --    are written (10,000 managed pods in all).
@@ -190,19 +194,38 @@ local function count_children(target_ns)
   return n
 end
 
--- Polls the operator's metrics, one scrape (one curl process) every 0.1 s,
--- until it has sent `want` writes and its queue is empty. Light on purpose:
--- the control plane, the operator and this loop share two cores, and the
--- scrapes are CPU the floor clients do not pay (5 scrapes every 50 ms made
--- the operator's time 20-30 % longer). The end is seen at most 0.1 s late.
+-- Waits until the operator has sent `want` writes (answered) and its queue
+-- is empty, by its metrics. Light on purpose: the control plane, the
+-- operator and this loop share two cores, and the scrapes are CPU the floor
+-- clients do not pay (5 curl processes every 50 ms made the operator's time
+-- 20-30 % longer; one every 0.1 s still took 0.14 s of CPU in a burst).
+-- So one curl process scrapes every 50 ms over one kept-alive connection,
+-- and only the three series the wait needs are parsed. The end is seen at
+-- most 50 ms late.
+local WANTED = { "rest_client_requests_total{", 'workqueue_depth{name="pod"}',
+                 'controller_runtime_active_workers{controller="pod"}' }
 local function wait_written(op, want, timeout)
-  local deadline = S.now() + timeout
-  while true do
-    local ok, m = pcall(op.metrics, op)
-    if ok and op:writes(m) >= want and op:idle(m) then return end
-    assert(S.now() < deadline, want .. " writes and an empty queue; log " .. op.log)
-    S.sleep(0.1)
+  local n = math.ceil(timeout * 20)
+  local p = assert(io.popen(string.format("echo $$; exec curl -s --rate 20/s -w '# end\\n' "
+    .. "'http://127.0.0.1:%d/metrics?scrape=[1-%d]'", op.metrics_port, n)))
+  local pid = p:read("l")
+  local m, done = {}, false
+  for line in p:lines() do
+    if line == "# end" then
+      if op:writes(m) >= want and op:idle(m) then done = true; break end
+      m = {}
+    else
+      for _, prefix in ipairs(WANTED) do
+        if line:sub(1, #prefix) == prefix then
+          local k, v = line:match("^(%S+)%s+(%S+)$")
+          if k then m[k] = tonumber(v) end
+        end
+      end
+    end
   end
+  os.execute("kill " .. pid .. " 2>/dev/null")
+  p:close()
+  assert(done, want .. " writes and an empty queue within " .. timeout .. " s; log " .. op.log)
 end
 
 local function median(xs)
@@ -220,6 +243,32 @@ local function last_trim(o)
     if l:find("core: trimmed", 1, true) then line = l end
   end
   if line then say("  %s", line) end
+end
+
+-- Where the processes run. In a cluster the operator runs on a node of its
+-- own, never on the API server's cores; on this machine both share two
+-- cores, so every CPU-second the operator (or a floor client) takes is one
+-- the control plane does not get. BENCH_PIN=1 (the default on two or more
+-- cores) models separate nodes: etcd, kube-apiserver and
+-- kube-controller-manager on core 0, this process and every client it
+-- starts (the operator, the floors' curl) on core 1. BENCH_PIN=0 shares
+-- both cores, as before. Returns what the run used, for its first line.
+local function place()
+  local cores = tonumber(S.sh("nproc"):match("%d+")) or 1
+  if os.getenv("BENCH_PIN") == "0" or cores < 2 then
+    return "control plane and clients share " .. cores .. " cores"
+  end
+  local dir = S.kubeconfig():match("^(.*)/[^/]+$") or "."
+  for _, c in ipairs({ "etcd", "kube-apiserver", "kube-controller-manager" }) do
+    local f = assert(io.open(dir .. "/pids/" .. c .. ".pid", "r"), "no pid file for " .. c)
+    local pid = f:read("l")
+    f:close()
+    S.sh("taskset -a -p -c 0 " .. pid .. " >/dev/null")
+  end
+  -- $PPID: this Lua process (the shell's parent); what it starts inherits.
+  S.sh("taskset -p -c 1 $PPID >/dev/null")
+  return "control plane on core 0, the operator and the floor clients on core 1 (BENCH_PIN=0: "
+    .. "shared)"
 end
 
 local function op_args(ons)
@@ -265,6 +314,29 @@ function WAYS.same(c, first, st, keep)
   return took, "rounds " .. rounds
 end
 
+-- The same, while four watches follow the namespace as the operator's do
+-- (pods; Services, EndpointSlices and HTTPRoutes by its label), each a curl
+-- process: every write goes out again on a watch. Not in the default
+-- order; BENCH_WAYS="operator same watched apply create" adds it.
+function WAYS.watched(c, first, st, keep)
+  local pns = namespace("bench-cv-watched-" .. c, keep)
+  make_pods(first, nil, pns)
+  local api = S.api_base()
+  local sel = "?watch=1&labelSelector=app.kubernetes.io%2Fmanaged-by%3Denvoy-router"
+  local pids = {}
+  for _, path in ipairs({ "/api/v1/namespaces/" .. pns .. "/pods?watch=1",
+      "/api/v1/namespaces/" .. pns .. "/services" .. sel,
+      "/apis/discovery.k8s.io/v1/namespaces/" .. pns .. "/endpointslices" .. sel,
+      "/apis/gateway.networking.k8s.io/v1/namespaces/" .. pns .. "/httproutes" .. sel }) do
+    pids[#pids + 1] = S.sh(string.format("(curl -sN --cacert '%s' -H 'Authorization: Bearer %s' "
+      .. "'%s%s' >/dev/null 2>&1 & echo $!)", api.cacert, api.token, api.server, path)):match("%d+")
+  end
+  S.sleep(0.3)
+  local took, rounds = protocol_client(pns, first, st)
+  S.sh("kill " .. table.concat(pids, " "))
+  return took, "rounds " .. rounds
+end
+
 -- A floor: one client writing the same objects without owners into a
 -- namespace of its own, each object by request(o, name); every answer's
 -- code must be in `ok`.
@@ -293,13 +365,24 @@ WAYS.create = floor("create", function(o)
   return { method = "POST", path = o.path, body = o.body }
 end, { [201] = true })
 
-local ORDER = { "operator", "same", "apply", "create" }
+-- The ways of a cycle, "operator" first; each other way's ratio is the
+-- operator's time over its time.
+local ORDER = {}
+for w in (os.getenv("BENCH_WAYS") or "operator same apply create"):gmatch("%S+") do
+  assert(WAYS[w], "no way " .. w .. " (BENCH_WAYS)")
+  ORDER[#ORDER + 1] = w
+end
+assert(ORDER[1] == "operator", "BENCH_WAYS starts with operator")
+local LABEL = { same = "same objects by the operator's protocol",
+                watched = "the same while four watches follow",
+                apply = "apply floor", create = "create floor" }
 
 local function run()
   local ops, namespaces = {}, { empty_ns }
   local keep = { operator = function(o) ops[#ops + 1] = o end,
                  namespace = function(n) namespaces[#namespaces + 1] = n end }
   local ok, err = pcall(function()
+    local placement = place()
     S.namespace(empty_ns)
     local idle = S.operator({ "--watch-namespace", empty_ns })
     ops[#ops + 1] = idle
@@ -307,11 +390,12 @@ local function run()
     S.sleep(2)
     local floor_rss = idle:rss_kib()
     idle:stop()
-    say("# %s, kube-apiserver on loopback, 2 cores", os.date("!%Y-%m-%dT%H:%M:%SZ"))
+    say("# %s, kube-apiserver on loopback; %s", os.date("!%Y-%m-%dT%H:%M:%SZ"), placement)
     say("idle RSS (same binary, empty namespace): %.1f MiB", floor_rss / 1024)
 
     local first, st1 = names(1, N)
-    local ratios = { same = {}, apply = {}, create = {} }
+    local ratios = {}
+    for i = 2, #ORDER do ratios[ORDER[i]] = {} end
     local main_op
     for c = 1, CYCLES do
       local took, notes, order = {}, {}, {}
@@ -328,22 +412,27 @@ local function run()
           op:stop()
         end
       end
-      for way in pairs(ratios) do table.insert(ratios[way], took.operator / took[way]) end
       say("cycle %d (order %s): operator %.2f s (%s)", c, table.concat(order, ", "),
         took.operator, notes.operator)
-      say("  same objects by the operator's protocol %.2f s (%s): ratio %.2f; apply floor %.2f s: "
-        .. "ratio %.2f; create floor %.2f s: ratio %.2f", took.same, notes.same,
-        took.operator / took.same, took.apply, took.operator / took.apply, took.create,
-        took.operator / took.create)
+      local parts = {}
+      for i = 2, #ORDER do
+        local way = ORDER[i]
+        table.insert(ratios[way], took.operator / took[way])
+        parts[#parts + 1] = string.format("%s %.2f s%s: ratio %.2f", LABEL[way], took[way],
+          notes[way] ~= "" and " (" .. notes[way] .. ")" or "", took.operator / took[way])
+      end
+      say("  %s", table.concat(parts, "; "))
       if notes.rss then
         say("RSS with %d managed pods: %.1f MiB (%.2f x idle; %.2f KiB per pod above idle)",
           N, notes.rss / 1024, notes.rss / floor_rss, (notes.rss - floor_rss) / N)
         last_trim(main_op)
       end
     end
-    say("%d pods, median of %d cycles: operator / same objects %.2f, / apply floor %.2f, "
-      .. "/ create floor %.2f", N, CYCLES, median(ratios.same), median(ratios.apply),
-      median(ratios.create))
+    local meds = {}
+    for i = 2, #ORDER do
+      meds[#meds + 1] = string.format("/ %s %.2f", LABEL[ORDER[i]], median(ratios[ORDER[i]]))
+    end
+    say("%d pods, median of %d cycles: operator %s", N, CYCLES, table.concat(meds, ", "))
 
     if MORE > 0 then
       local more, st2 = names(N + 1, N + MORE)
