@@ -104,6 +104,14 @@ local sent, settled = {}, {}
 -- that was not reconciled (it arrived as if it were the echo), so the
 -- answer queues the pod.
 local seen_in_flight = {}
+-- "res\0objkey" -> true: a list of res ended while a create or apply of it
+-- was in flight. Nothing orders a list's version against the answer's (the
+-- list may hold the state before the write, or a change made after it, or
+-- no object at all), and the watch resumes after the list, so no event
+-- would correct a wrong guess. The answer is then not stored: the pod looks
+-- again at what the list brought (a later change is repaired, an earlier
+-- state written again, a missing child created, or found ours by a probe).
+local relisted = {}
 -- "res\0objkey" -> pod key, for the creates and probes in flight: the
 -- answer to a probe has to queue the pod, whose key may differ from the
 -- child's (hashed names).
@@ -675,6 +683,10 @@ end
 function M.list_end(res)
   local got = listing[res] or {}
   listing[res] = nil
+  local prefix = res .. "\0"
+  for id in pairs(sent) do
+    if id:sub(1, #prefix) == prefix then relisted[id] = true end
+  end
   local gone = {}
   for key in pairs(res == "pods" and pods or store[res]) do
     if not got[key] then gone[#gone + 1] = key end
@@ -1320,8 +1332,8 @@ function M.result(res, key, verb, status, body)
           settled[id] = tostring(ann[HASH]) .. " " .. got
         end
         local rv, seen = val(o.metadata.resourceVersion), seen_in_flight[id] or {}
-        if not seen[rv] then upsert(res, o, true, got) end
-        local other = false
+        if not seen[rv] and not relisted[id] then upsert(res, o, true, got) end
+        local other = relisted[id] or false
         for v in pairs(seen) do
           if v ~= rv then other = true end
         end
@@ -1334,11 +1346,11 @@ function M.result(res, key, verb, status, body)
         end
       end
       taken[id], wanted_by[id], sent[id], repairing[id] = nil, nil, nil, nil
-      seen_in_flight[id] = nil
+      seen_in_flight[id], relisted[id] = nil, nil
     end
     return "ok"
   end
-  sent[id], seen_in_flight[id] = nil, nil
+  sent[id], seen_in_flight[id], relisted[id] = nil, nil, nil
   local was_repair = repairing[id]
   repairing[id] = nil
   if verb == "apply" and status == 422 then
@@ -1458,7 +1470,7 @@ end
 
 -- The writes in flight were cancelled: no answer will come for them.
 function M.writes_cancelled()
-  sent, seen_in_flight, repairing = {}, {}, {}
+  sent, seen_in_flight, repairing, relisted = {}, {}, {}, {}
 end
 
 -- How long a route may go without an answer before its pod hears of it.

@@ -154,13 +154,22 @@ wait_for() {
 
 # ---- ports and certificates -----------------------------------------------
 
-# N distinct TCP ports on 127.0.0.1 that nothing listens on or uses now.
+# N distinct TCP ports on 127.0.0.1 that nothing listens on or uses now,
+# outside the kernel's ephemeral range: a port in it can be taken as the
+# local end of an outgoing connection (the API server's to etcd, say)
+# between this pick and the bind (kube-controller-manager once failed so).
 free_ports() {
-  local n=$1 p used
+  local n=$1 p used lo=32768 hi=60999 base span
   local -a out=()
+  read -r lo hi </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+  if ((lo > 12000)); then
+    base=10000 span=$((lo - 10000))
+  else
+    base=$((hi + 1)) span=$((65536 - hi - 1))
+  fi
   used=" $(ss -Htan 2>/dev/null | awk '{n=split($4,a,":"); printf "%s ", a[n]}') "
   while ((${#out[@]} < n)); do
-    p=$((20000 + (RANDOM * 32768 + RANDOM) % 30000))
+    p=$((base + (RANDOM * 32768 + RANDOM) % span))
     [[ $used == *" $p "* ]] && continue
     # Nothing must answer there either (covers sockets ss cannot see).
     if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then continue; fi

@@ -280,6 +280,24 @@ static void test_echo_of_a_write_in_flight_queues_nothing(void **state)
     assert_int_equal(f->n_queued, 1);
 }
 
+/* What action a writes as stored, then edited by hand: another version
+ * (999; stored() gives 1000 or more) with the desired-hash annotation
+ * changed. */
+static void hand_edited(const struct core_action *a, size_t i, char *body, size_t size)
+{
+    stored(a, i, body, size);
+    char *at = strstr(body, "\"resourceVersion\":\"");
+    assert_non_null(at);
+    at += strlen("\"resourceVersion\":\"");
+    char *end = strchr(at, '"');
+    assert_non_null(end);
+    memmove(at + 3, end, strlen(end) + 1);
+    memcpy(at, "999", 3);
+    at = strstr(body, "\"envoy-router/desired-hash\":\"");
+    assert_non_null(at);
+    memcpy(at + strlen("\"envoy-router/desired-hash\":\""), "0000000000000000", 16);
+}
+
 /* The watch brings our write's echo and then someone's newer change
  * while the write is in flight: the answer (the echo's version) must not
  * put the older state back in the cache, and the pod looks again: the
@@ -299,18 +317,7 @@ static void test_change_after_the_echo_outlives_the_answer(void **state)
     echo(f, slice, 1);
     /* A hand edit on top of it: the desired-hash annotation changed. */
     char edited[16384];
-    stored(slice, 1, edited, sizeof edited);
-    /* Another version: 999 (what stored() gives is 1000 or more). */
-    char *at = strstr(edited, "\"resourceVersion\":\"");
-    assert_non_null(at);
-    at += strlen("\"resourceVersion\":\"");
-    char *end = strchr(at, '"');
-    assert_non_null(end);
-    memmove(at + 3, end, strlen(end) + 1);
-    memcpy(at, "999", 3);
-    at = strstr(edited, "\"envoy-router/desired-hash\":\"");
-    assert_non_null(at);
-    memcpy(at + strlen("\"envoy-router/desired-hash\":\""), "0000000000000000", 16);
+    hand_edited(slice, 1, edited, sizeof edited);
     f->n_queued = 0;
     deliver(f, "endpointslices", "MODIFIED", edited);
     answer(f, &p);
@@ -337,6 +344,63 @@ static void test_cancelled_write_leaves_no_echo(void **state)
     f->n_queued = 0;
     echo(f, &p.actions[0], 0);                  /* it landed before the cancel */
     assert_int_equal(f->n_queued, 1);
+    core_plan_free(&p);
+}
+
+/* A relist (the watch expired) that ends while a write is in flight: the
+ * list's version may be older or newer than the answer, and nothing orders
+ * them. Here it is a hand edit made after the write: the answer must not
+ * put the older state back (the watch resumes after the list, so no event
+ * would tell again); the pod looks again and repairs the edit. */
+static void test_relist_newer_than_the_answer_is_kept(void **state)
+{
+    struct fixture *f = *state;
+    struct core_plan p;
+    list(f, "pods", POD("p1", "10.1.2.3", "True"));
+    plan(f, "ns/p1", &p);
+    answer(f, &p);                              /* the Service */
+    core_plan_free(&p);
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 2);
+    const struct core_action *slice = &p.actions[0];
+    assert_string_equal(slice->res, "endpointslices");
+    char edited[16384];
+    hand_edited(slice, 0, edited, sizeof edited);
+    list(f, "endpointslices", edited);
+    f->n_queued = 0;
+    answer(f, &p);
+    assert_int_equal(f->n_queued, 1);
+    core_plan_free(&p);
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 1);
+    assert_string_equal(p.actions[0].verb, "apply");
+    assert_string_equal(p.actions[0].res, "endpointslices");
+    assert_string_equal(p.actions[0].why, "metadata.annotations.envoy-router/desired-hash");
+    core_plan_free(&p);
+}
+
+/* The same with a list that does not hold the child (deleted after the
+ * write, or listed before it): the answer does not bring it back into the
+ * cache; the pod writes it again (a create that finds it ours is probed). */
+static void test_relist_without_the_child_is_not_undone_by_the_answer(void **state)
+{
+    struct fixture *f = *state;
+    struct core_plan p;
+    list(f, "pods", POD("p1", "10.1.2.3", "True"));
+    plan(f, "ns/p1", &p);
+    answer(f, &p);                              /* the Service */
+    core_plan_free(&p);
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 2);
+    list(f, "endpointslices", "");
+    f->n_queued = 0;
+    answer(f, &p);
+    assert_int_equal(f->n_queued, 1);
+    core_plan_free(&p);
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 1);
+    assert_string_equal(p.actions[0].verb, "create");
+    assert_string_equal(p.actions[0].res, "endpointslices");
     core_plan_free(&p);
 }
 
@@ -1297,6 +1361,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_change_after_the_echo_outlives_the_answer, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_cancelled_write_leaves_no_echo, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_relist_newer_than_the_answer_is_kept, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_relist_without_the_child_is_not_undone_by_the_answer,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_echo_of_a_write_in_flight_queues_nothing, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_service_in_foreground_deletion_is_finished, setup,
