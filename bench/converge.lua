@@ -40,6 +40,7 @@
 
 package.path = "./bench/?.lua;./?.lua;" .. package.path
 local S = require("spec.e2e.support")
+local wall = require("system").gettime
 
 local N = tonumber(arg[1]) or 1000
 local MORE = tonumber(arg[2]) or 9000
@@ -167,9 +168,11 @@ local function protocol_client(pns, list, statuses)
   return took, table.concat(each, " + ")
 end
 
--- From the operator's log: seconds from its first line to "caches synced",
--- and from there to the last write it sent.
-local function phases(op)
+-- From the operator's log and the wall clock at its start (`w0`) and when
+-- the wait saw it done (`w1`), seconds: start to its first line; first
+-- line to "caches synced"; from there to the last write it sent; from
+-- that to seen done (the last answers, the echoes, the scrape's lag).
+local function phases(op, w0, w1)
   local function at(line)
     local h, m, sec = line:match("time=%d+%-%d+%-%d+T(%d+):(%d+):([%d.]+)Z")
     return h and (tonumber(h) * 3600 + tonumber(m) * 60 + tonumber(sec))
@@ -183,7 +186,8 @@ local function phases(op)
       if line:find("reconcile: writing", 1, true) then last = t end
     end
   end
-  return (synced or 0) - (first or 0), (last or 0) - (synced or 0)
+  first, synced, last = first or 0, synced or 0, last or 0
+  return first - w0 % 86400, synced - first, last - synced, w1 % 86400 - last
 end
 
 local function count_children(target_ns)
@@ -295,16 +299,16 @@ end
 function WAYS.operator(c, first, st, keep)
   local ons = namespace("bench-cv-op-" .. c, keep)
   make_pods(first, st, ons)
-  local t = S.now()
+  local t, w0 = S.now(), wall()
   local op = S.operator(op_args(ons))
   keep.operator(op)
   wait_written(op, 3 * #first, 600)
-  local took = S.now() - t
+  local took, w1 = S.now() - t, wall()
   assert(count_children(ons) == 3 * #first, "children after the operator's start")
-  local startup, writing = phases(op)
-  return took, string.format("%d writes, %d reconciles, %.2f s CPU; its log: caches synced "
-    .. "%.2f s after its first line, last write sent %.2f s after that", op:writes(),
-    op:metric("controller_runtime_reconcile_total"), op:cpu_seconds(), startup, writing), op
+  return took, string.format("%d writes, %d reconciles, %.2f s CPU; first line %.2f s after "
+    .. "the start, caches synced %.2f s later, last write sent %.2f s after that, seen done "
+    .. "%.2f s after that", op:writes(), op:metric("controller_runtime_reconcile_total"),
+    op:cpu_seconds(), phases(op, w0, w1)), op
 end
 
 function WAYS.same(c, first, st, keep)
