@@ -280,6 +280,33 @@ static void test_echo_of_a_write_in_flight_queues_nothing(void **state)
     assert_int_equal(f->n_queued, 1);
 }
 
+/* Pod p1 listed, its Service planned and answered: p holds round two,
+ * the EndpointSlice (first) and the HTTPRoute, in flight. */
+static void round_two(struct fixture *f, struct core_plan *p)
+{
+    list(f, "pods", POD("p1", "10.1.2.3", "True"));
+    plan(f, "ns/p1", p);
+    answer(f, p);                               /* the Service */
+    core_plan_free(p);
+    plan(f, "ns/p1", p);
+    assert_int_equal(p->n_actions, 2);
+    assert_string_equal(p->actions[0].res, "endpointslices");
+}
+
+/* p1's next plan is one write of its EndpointSlice: `verb`, and the
+ * field that differed when `why` is not NULL. */
+static void only_slice_written(struct fixture *f, const char *verb, const char *why)
+{
+    struct core_plan p;
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 1);
+    assert_string_equal(p.actions[0].verb, verb);
+    assert_string_equal(p.actions[0].res, "endpointslices");
+    if (why != NULL)
+        assert_string_equal(p.actions[0].why, why);
+    core_plan_free(&p);
+}
+
 /* What action a writes as stored, then edited by hand: another version
  * (999; stored() gives 1000 or more) with the desired-hash annotation
  * changed. */
@@ -306,14 +333,8 @@ static void test_change_after_the_echo_outlives_the_answer(void **state)
 {
     struct fixture *f = *state;
     struct core_plan p;
-    list(f, "pods", POD("p1", "10.1.2.3", "True"));
-    plan(f, "ns/p1", &p);
-    answer(f, &p);                              /* the Service */
-    core_plan_free(&p);
-    plan(f, "ns/p1", &p);
-    assert_int_equal(p.n_actions, 2);
+    round_two(f, &p);
     const struct core_action *slice = &p.actions[0];
-    assert_string_equal(slice->res, "endpointslices");
     echo(f, slice, 1);
     /* A hand edit on top of it: the desired-hash annotation changed. */
     char edited[16384];
@@ -323,12 +344,7 @@ static void test_change_after_the_echo_outlives_the_answer(void **state)
     answer(f, &p);
     assert_int_equal(f->n_queued, 1);
     core_plan_free(&p);
-    plan(f, "ns/p1", &p);
-    assert_int_equal(p.n_actions, 1);
-    assert_string_equal(p.actions[0].verb, "apply");
-    assert_string_equal(p.actions[0].res, "endpointslices");
-    assert_string_equal(p.actions[0].why, "metadata.annotations.envoy-router/desired-hash");
-    core_plan_free(&p);
+    only_slice_written(f, "apply", "metadata.annotations.envoy-router/desired-hash");
 }
 
 /* Writes cancelled in flight (leadership lost) get no answer: the watch
@@ -356,14 +372,8 @@ static void test_relist_newer_than_the_answer_is_kept(void **state)
 {
     struct fixture *f = *state;
     struct core_plan p;
-    list(f, "pods", POD("p1", "10.1.2.3", "True"));
-    plan(f, "ns/p1", &p);
-    answer(f, &p);                              /* the Service */
-    core_plan_free(&p);
-    plan(f, "ns/p1", &p);
-    assert_int_equal(p.n_actions, 2);
+    round_two(f, &p);
     const struct core_action *slice = &p.actions[0];
-    assert_string_equal(slice->res, "endpointslices");
     char edited[16384];
     hand_edited(slice, 0, edited, sizeof edited);
     list(f, "endpointslices", edited);
@@ -371,12 +381,7 @@ static void test_relist_newer_than_the_answer_is_kept(void **state)
     answer(f, &p);
     assert_int_equal(f->n_queued, 1);
     core_plan_free(&p);
-    plan(f, "ns/p1", &p);
-    assert_int_equal(p.n_actions, 1);
-    assert_string_equal(p.actions[0].verb, "apply");
-    assert_string_equal(p.actions[0].res, "endpointslices");
-    assert_string_equal(p.actions[0].why, "metadata.annotations.envoy-router/desired-hash");
-    core_plan_free(&p);
+    only_slice_written(f, "apply", "metadata.annotations.envoy-router/desired-hash");
 }
 
 /* The same with a list that does not hold the child (deleted after the
@@ -386,22 +391,13 @@ static void test_relist_without_the_child_is_not_undone_by_the_answer(void **sta
 {
     struct fixture *f = *state;
     struct core_plan p;
-    list(f, "pods", POD("p1", "10.1.2.3", "True"));
-    plan(f, "ns/p1", &p);
-    answer(f, &p);                              /* the Service */
-    core_plan_free(&p);
-    plan(f, "ns/p1", &p);
-    assert_int_equal(p.n_actions, 2);
+    round_two(f, &p);
     list(f, "endpointslices", "");
     f->n_queued = 0;
     answer(f, &p);
     assert_int_equal(f->n_queued, 1);
     core_plan_free(&p);
-    plan(f, "ns/p1", &p);
-    assert_int_equal(p.n_actions, 1);
-    assert_string_equal(p.actions[0].verb, "create");
-    assert_string_equal(p.actions[0].res, "endpointslices");
-    core_plan_free(&p);
+    only_slice_written(f, "create", NULL);
 }
 
 /* A Service of the pod held only by foregroundDeletion (the garbage
