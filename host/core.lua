@@ -1370,7 +1370,12 @@ function M.result(res, key, verb, status, body)
     return "retry"
   end
   if verb == "delete" and status == 404 then
+    -- Gone already (the garbage collector, or a hand, was first): as for
+    -- a 200. A replacement still queues the pod; the watch's DELETED will
+    -- find nothing left to tell it.
+    local pkey, again = owner_of[res][key], replace[id]
     remove(res, key, res ~= "httproutes")
+    if again and pkey then host.enqueue(pkey) end
     return "ok"
   end
   if verb == "create" and status == 409 then

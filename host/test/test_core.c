@@ -433,6 +433,39 @@ static void test_service_in_foreground_deletion_is_finished(void **state)
     core_plan_free(&p);
 }
 
+/* The same, but the collector finished the deletion first: the DELETE is
+ * answered 404. Gone is gone: the pod is queued all the same and creates
+ * the Service afresh (the watch's DELETED finds nothing left to tell). */
+static void test_service_replaced_but_already_gone_queues_the_pod(void **state)
+{
+    struct fixture *f = *state;
+    struct core_plan p;
+    list(f, "pods", POD("p1", "10.1.2.3", "True"));
+    settle(f, "ns/p1");
+    const char *gone = "{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{"
+        "\"name\":\"p1\",\"namespace\":\"ns\",\"uid\":\"child-0\",\"resourceVersion\":\"20\","
+        "\"deletionTimestamp\":\"2026-01-01T00:00:00Z\",\"finalizers\":[\"foregroundDeletion\"],"
+        "\"labels\":{\"app.kubernetes.io/managed-by\":\"envoy-router\"},"
+        "\"ownerReferences\":[{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"name\":\"p1\","
+        "\"uid\":\"uid-p1\",\"controller\":true}]},\"spec\":{\"clusterIP\":\"None\"}}";
+    deliver(f, "services", "MODIFIED", gone);
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 1);
+    assert_string_equal(p.actions[0].verb, "delete");
+    f->n_queued = 0;
+    const char *nf = "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"status\":\"Failure\","
+        "\"reason\":\"NotFound\",\"code\":404}";
+    assert_int_equal(core_result(f->core, &p.actions[0], 404, nf, strlen(nf)), CORE_OK);
+    assert_int_equal(f->n_queued, 1);
+    core_plan_free(&p);
+    deliver(f, "services", "DELETED", gone);
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 1);
+    assert_string_equal(p.actions[0].verb, "create");
+    assert_string_equal(p.actions[0].res, "services");
+    core_plan_free(&p);
+}
+
 static void test_readiness_change_is_one_apply(void **state)
 {
     struct fixture *f = *state;
@@ -1364,6 +1397,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_echo_of_a_write_in_flight_queues_nothing, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_service_in_foreground_deletion_is_finished, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_service_replaced_but_already_gone_queues_the_pod, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_validation_in_slices, setup, teardown),
         cmocka_unit_test_setup_teardown(test_terminating_pod_drains_before_the_service_goes,
