@@ -144,7 +144,7 @@ static bool attempt_start(struct kube *k, struct kube_call *c)
 
     if (rc < 0)
         log_warn("kube: token file %s: %s (keeping the previous token)",
-                 token_file(k->token), strerror(-rc));
+                 token_file(k->token), token_strerror(rc));
     headers[nh++] = "Accept: application/json";
     if (token && token[0]) {
         size_t n = strlen(token) + sizeof("Authorization: Bearer ");
@@ -361,7 +361,7 @@ static void on_http_done(void *arg, const struct http_result *r)
 
         log_kv(LOG_WARN, "kube request unauthorized; token file re-read, retrying",
                "method", c->method, "path", c->path, "token_file", token_file(k->token),
-               "read", rc < 0 ? strerror(-rc) : "ok", NULL);
+               "read", rc < 0 ? token_strerror(rc) : "ok", NULL);
         c->retried_401 = true;
         c->attempt--;
         set_state(k, c, C_QUEUED, true);

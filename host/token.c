@@ -43,6 +43,10 @@ int token_refresh(struct token *t, bool force, int64_t now_ms)
     while (n > 0 && (v[n - 1] == '\n' || v[n - 1] == '\r' || v[n - 1] == ' ' ||
                      v[n - 1] == '\t'))
         v[--n] = '\0';
+    if (n == 0) {                /* mid-rotation, or never written */
+        free(v);
+        return -ENODATA;
+    }
     for (size_t i = 0; i < n; i++) {
         if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f) {
             free(v);
@@ -68,7 +72,7 @@ struct token *token_new(const char *file, const char *value, int64_t now_ms,
             goto nomem;
         rc = token_refresh(t, true, now_ms);
         if (rc < 0) {
-            snprintf(err, errlen, "kube: token file %s: %s", file, strerror(-rc));
+            snprintf(err, errlen, "kube: token file %s: %s", file, token_strerror(rc));
             token_free(t);
             return NULL;
         }
@@ -94,6 +98,11 @@ void token_free(struct token *t)
 const char *token_value(const struct token *t)
 {
     return t->value;
+}
+
+const char *token_strerror(int rc)
+{
+    return rc == -ENODATA ? "empty (no token in it)" : strerror(-rc);
 }
 
 const char *token_file(const struct token *t)

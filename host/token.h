@@ -2,8 +2,8 @@
  * `token`) or read from a file that rotates (a service account's projected
  * token, renewed by the kubelet): the file is looked at again at most once
  * a second and re-read when its identity, size or mtime changed, and at
- * once when asked (after a 401). A file that cannot be read, or holds
- * control characters, keeps the previous token. Main loop only. */
+ * once when asked (after a 401). A file that cannot be read, is empty, or
+ * holds control characters, keeps the previous token. Main loop only. */
 #ifndef ENVOY_ROUTER_TOKEN_H
 #define ENVOY_ROUTER_TOKEN_H
 
@@ -28,12 +28,16 @@ void token_free(struct token *t);
 /* Looks at the file again when `force`, or when TOKEN_CHECK_MS have passed
  * since the last look at now_ms and it changed, and takes its content
  * (trailing white space dropped). Returns 0, or -errno (the old token is
- * kept; the caller reports). Nothing to do for a fixed token. */
+ * kept; the caller reports): -ENODATA when nothing is left, -EINVAL for
+ * control characters. Nothing to do for a fixed token. */
 int token_refresh(struct token *t, bool force, int64_t now_ms);
 
 /* The current token, or NULL when there is none. Valid until the next
  * refresh or token_free. */
 const char *token_value(const struct token *t);
+
+/* One line for a token_refresh error (-errno), "empty ..." for -ENODATA. */
+const char *token_strerror(int rc);
 
 /* The token file, or NULL for a fixed token (only a file can rotate). */
 const char *token_file(const struct token *t);

@@ -126,6 +126,13 @@ static void test_bad_files_keep_the_old_token(void **state)
     assert_int_equal(token_refresh(t, true, 20), -EFBIG);
     assert_string_equal(token_value(t), "good");
 
+    write_file(d->file, "", 3500);                       /* empty: mid-rotation */
+    assert_int_equal(token_refresh(t, true, 25), -ENODATA);
+    assert_string_equal(token_value(t), "good");
+    write_file(d->file, " \n", 3600);                    /* white space only */
+    assert_int_equal(token_refresh(t, true, 26), -ENODATA);
+    assert_string_equal(token_value(t), "good");
+
     unlink(d->file);                                     /* gone */
     assert_int_equal(token_refresh(t, true, 30), -ENOENT);
     assert_string_equal(token_value(t), "good");
@@ -142,6 +149,19 @@ static void test_missing_file_is_an_error_at_start(void **state)
     assert_non_null(strstr(err, "No such file"));
 }
 
+/* An empty token file at start is an error that names it, not a token of
+ * nothing sent to the API server (which answers 401 with no hint why). */
+static void test_empty_file_is_an_error_at_start(void **state)
+{
+    struct tmpdir *d = *state;
+    char err[256];
+
+    write_file(d->file, "\n", 1000);
+    assert_null(token_new(d->file, NULL, 0, err, sizeof(err)));
+    assert_non_null(strstr(err, d->file));
+    assert_non_null(strstr(err, "empty"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -150,6 +170,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rotation_seen_once_a_second, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_files_keep_the_old_token, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_file_is_an_error_at_start, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_empty_file_is_an_error_at_start, setup, teardown),
     };
     return cmocka_run_group_tests_name("token", tests, NULL, NULL);
 }
