@@ -28,10 +28,16 @@ static bool special(char c)
     return c == '!' || c == '=' || c == '(' || c == ')' || c == ',' || c == '>' || c == '<';
 }
 
+/* The API server's blanks: space, tab, CR, LF (not \v or \f, as isspace). */
+static bool blank(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
 static void next(struct lexer *lx)
 {
     const char *s = lx->s;
-    while (isspace((unsigned char)s[lx->pos]))
+    while (blank(s[lx->pos]))
         lx->pos++;
     lx->at = lx->pos;
     char c = s[lx->pos];
@@ -54,7 +60,7 @@ static void next(struct lexer *lx)
         }
     }
     size_t n = 0;
-    while (s[lx->pos] && !special(s[lx->pos]) && !isspace((unsigned char)s[lx->pos])) {
+    while (s[lx->pos] && !special(s[lx->pos]) && !blank(s[lx->pos])) {
         if (n == MAX_TOKEN) {
             lx->tok = T_BAD;
             return;

@@ -17,6 +17,7 @@ static void test_valid_selectors(void **state)
         "", "   ", "envoy-router/enabled=true", "a==b", "a!=b", "a", "!a", "a=",
         "app.kubernetes.io/name in (web, api)", "tier notin (db)", "x in ()",
         "a=b,c!=d, e in (f,g) ,!h,i", "replicas>3", "n < 2", "a in (b,)", "example.com/a_b.c=X-1_y.z",
+        "\ta = b\r\n",
     };
     char err[512];
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
@@ -44,6 +45,10 @@ static void test_invalid_selectors(void **state)
         {"!a=b", "expected ','"},
         {"a=((", "expected ','"},
         {"UPPER/x=y", "invalid label key"},
+        /* The API server's blanks are space, tab, CR and LF: \v and \f
+         * are part of a word there, not between words. */
+        {"a\v=b", "invalid label key"},
+        {"a=b\f", "invalid label value"},
     };
     char err[512];
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
