@@ -78,7 +78,8 @@ static int fail(struct lexer *lx, char *err, size_t errlen, const char *what)
 }
 
 /* Digits only: the value must also be a label value, so no sign (the API
- * server refuses "n<-2"). */
+ * server refuses "n<-2"). Whether it fits in an int64 is left to the API
+ * server, whose LIST with the selector is the last check before a swap. */
 static bool integer(const char *s)
 {
     if (*s == '\0')

@@ -66,12 +66,12 @@ end }]] },
   { "a selector the API server refuses", [[
 local base = require("builtin.router")
 return { selector = "envoy-router/enabled in true", children = base.children }]] },
-  -- Grammar the host's check passes (its lexer takes a vertical tab for a
-  -- blank, the API server's does not): only the API server's own verdict,
-  -- a LIST with the selector before the swap, keeps it out.
+  -- Grammar the host's check passes (it checks that a '>' operand is
+  -- digits, not that it fits in an int64): only the API server's own
+  -- verdict, a LIST with the selector before the swap, keeps it out.
   { "a selector only the API server refuses", [[
 local base = require("builtin.router")
-return { selector = base.selector .. "\v", children = base.children }]],
+return { selector = base.selector .. ",n>99999999999999999999", children = base.children }]],
     "the API server refuses the selector" },
   { "a LoadBalancer Service", [[
 local base = require("builtin.router")
