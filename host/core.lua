@@ -91,6 +91,10 @@ local replace = {}
 -- refused, leads to a replacement. A refused apply of a changed desired
 -- object is the template's fault: reported, and the child left as it is.
 local repairing = {}
+-- "res\0objkey" -> pod key while the apply that releases a terminating
+-- pod's Service (drops its owners) is in flight: its answer queues the pod,
+-- whose routes are released only then (see "Draining" in M.reconcile).
+local releasing = {}
 -- "res\0objkey" -> hash of the owned fields the last apply in flight
 -- sent; and, once answered, "desired-hash owned-hash" when the API server
 -- keeps those fields in another form than we sent them (defaults inside
@@ -650,7 +654,7 @@ local function remove(res, key, quiet)
   local pkey = owner_of[res][key]
   local id = res .. "\0" .. key
   sent[id], settled[id], replace[id], repairing[id], upgrade[id] = nil, nil, nil, nil, nil
-  seen_in_flight[id] = nil
+  seen_in_flight[id], releasing[id] = nil, nil
   count.children = count.children - 1
   store[res][key] = nil
   if res == "httproutes" then
@@ -1103,9 +1107,22 @@ function M.reconcile(key)
   -- its route can still be translated as "route present, Service gone",
   -- which answers 500. Only when the envoy-router/pod label names the pod
   -- (names up to 63 characters), as owner_key then finds it by that label.
+  -- In that order: a route drops its Service owner only once every one of
+  -- the pod's Services is seen released and not being deleted. A pod
+  -- deleted by force is terminating for a few ms: the collector may have
+  -- started deleting the Service in the foreground (waiting for the route,
+  -- its blocking dependent) before our applies land, and a route that
+  -- dropped its Service owner then would let the Service go first. A
+  -- released Service has no owner left, so the collector never starts on it.
+  local routes_wait = false
   if release then
     for _, d in ipairs(desired) do
       if d.r.kind ~= "HTTPRoute" then d.obj.metadata.ownerReferences = nil end
+      if d.r.kind == "Service" then
+        local obs = store[d.r.res][d.key]
+        local c = obs and unpack_child(obs)
+        if not c or c.deleting or c.controlled then routes_wait = true end
+      end
     end
   end
   for _, d in ipairs(desired) do
@@ -1137,7 +1154,7 @@ function M.reconcile(key)
         sent[id] = hash(owned_view(d.obj))
         writes[#writes + 1] = { a = action("create", d.r, d.key, d.obj) }
       end
-    elseif not (d.r.kind == "HTTPRoute" and service_pending) then
+    elseif not (d.r.kind == "HTTPRoute" and (service_pending or routes_wait)) then
       -- (An existing route waits, as it is, while its Service is being
       -- created again: its next apply names the new Service as owner.)
       local ns = pod.metadata.namespace
@@ -1187,6 +1204,7 @@ function M.reconcile(key)
           a.why = where
           sent[id] = want
           repairing[id] = c.ann == h or nil
+          if release and d.r.kind == "Service" and c.controlled then releasing[id] = key end
           writes[#writes + 1] = { a = a }
         end
       end
@@ -1340,17 +1358,19 @@ function M.result(res, key, verb, status, body)
         -- A new Service (or a name free again): the pod's other children
         -- can follow now. A change that came while the write was in
         -- flight: the pod looks again.
-        local pkey = owner_key(o)
-        if pkey and (taken[id] or other or (verb == "create" and res == "services")) then
+        local pkey = owner_key(o) or releasing[id]
+        if pkey and (taken[id] or other or releasing[id]
+            or (verb == "create" and res == "services")) then
           host.enqueue(pkey)
         end
       end
       taken[id], wanted_by[id], sent[id], repairing[id] = nil, nil, nil, nil
+      releasing[id] = nil
       seen_in_flight[id], relisted[id] = nil, nil
     end
     return "ok"
   end
-  sent[id], seen_in_flight[id], relisted[id] = nil, nil, nil
+  sent[id], seen_in_flight[id], relisted[id], releasing[id] = nil, nil, nil, nil
   local was_repair = repairing[id]
   repairing[id] = nil
   if verb == "apply" and status == 422 then
@@ -1475,7 +1495,7 @@ end
 
 -- The writes in flight were cancelled: no answer will come for them.
 function M.writes_cancelled()
-  sent, seen_in_flight, repairing, relisted = {}, {}, {}, {}
+  sent, seen_in_flight, repairing, relisted, releasing = {}, {}, {}, {}, {}
 end
 
 -- How long a route may go without an answer before its pod hears of it.

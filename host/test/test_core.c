@@ -1227,19 +1227,28 @@ static void test_terminating_pod_drains_before_the_service_goes(void **state)
                                       sizeof err), 0);
     free(rv);
     /* Terminating: the Service and EndpointSlice are applied without
-     * owners (server-side apply prunes them), the route without its
-     * Service owner: only the pod is left. */
+     * owners (server-side apply prunes them); the route keeps its Service
+     * owner until the Service's answer shows it released (the collector
+     * may be deleting it already: the route must keep blocking it). */
     plan(f, "ns/p1", &p);
-    assert_int_equal(p.n_actions, 3);
-    for (size_t i = 0; i < 3; i++) {
+    assert_int_equal(p.n_actions, 2);
+    for (size_t i = 0; i < 2; i++) {
         assert_string_equal(p.actions[i].verb, "apply");
-        if (strcmp(p.actions[i].res, "httproutes") == 0) {
-            assert_non_null(strstr(p.actions[i].body, "\"uid\":\"uid-p1\""));
-            assert_null(strstr(p.actions[i].body, "\"blockOwnerDeletion\":true"));
-        } else {
-            assert_null(strstr(p.actions[i].body, "ownerReferences"));
-        }
+        assert_string_not_equal(p.actions[i].res, "httproutes");
+        assert_null(strstr(p.actions[i].body, "ownerReferences"));
     }
+    f->n_queued = 0;
+    answer(f, &p);
+    assert_int_equal(f->n_queued, 1);
+    assert_string_equal(f->queued[0], "ns/p1");
+    core_plan_free(&p);
+    /* Then the route, without its Service owner: only the pod is left. */
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 1);
+    assert_string_equal(p.actions[0].verb, "apply");
+    assert_string_equal(p.actions[0].res, "httproutes");
+    assert_non_null(strstr(p.actions[0].body, "\"uid\":\"uid-p1\""));
+    assert_null(strstr(p.actions[0].body, "\"blockOwnerDeletion\":true"));
     answer(f, &p);
     core_plan_free(&p);
     plan(f, "ns/p1", &p);
@@ -1279,6 +1288,44 @@ static void test_terminating_pod_drains_before_the_service_goes(void **state)
     plan(f, "ns/p1", &p);
     assert_int_equal(p.n_actions, 0);
     assert_int_equal(p.requeue_ms, 0);
+    core_plan_free(&p);
+}
+
+/* A pod deleted by force is terminating for a few ms: the collector can
+ * start deleting its Service in the foreground before the release lands.
+ * The answer then shows the Service being deleted, and the route keeps its
+ * blocking Service owner, so the collector still deletes the route first. */
+static void test_release_met_by_the_collector_keeps_the_route_blocking(void **state)
+{
+    struct fixture *f = *state;
+    struct core_plan p;
+    list(f, "pods", POD("p1", "10.1.2.3", "True"));
+    settle(f, "ns/p1");
+    deliver(f, "pods", "MODIFIED", "{\"metadata\":{\"name\":\"p1\",\"namespace\":\"ns\","
+        "\"uid\":\"uid-p1\",\"resourceVersion\":\"6\",\"deletionTimestamp\":\"2026-01-01T00:00:00Z\","
+        "\"labels\":{\"envoy-router/enabled\":\"true\"}},\"spec\":{\"nodeName\":\"n1\"},"
+        "\"status\":{\"podIP\":\"10.1.2.3\",\"conditions\":[{\"type\":\"Ready\",\"status\":\"True\"}]}}");
+    plan(f, "ns/p1", &p);
+    assert_int_equal(p.n_actions, 2);
+    for (size_t i = 0; i < p.n_actions; i++) {
+        if (strcmp(p.actions[i].res, "services") != 0) {
+            answer_one(f, &p.actions[i], i);
+            continue;
+        }
+        /* The collector was first: the Service is being deleted, still
+         * waiting for the route (the apply pruned its owner meanwhile). */
+        const char *deleting = "{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{"
+            "\"name\":\"p1\",\"namespace\":\"ns\",\"uid\":\"child-0\",\"resourceVersion\":\"30\","
+            "\"deletionTimestamp\":\"2026-01-01T00:00:00Z\",\"finalizers\":[\"foregroundDeletion\"],"
+            "\"labels\":{\"app.kubernetes.io/managed-by\":\"envoy-router\",\"envoy-router/pod\":\"p1\"}},"
+            "\"spec\":{\"clusterIP\":\"None\"}}";
+        assert_int_equal(core_result(f->core, &p.actions[i], 200, deleting, strlen(deleting)),
+                         CORE_OK);
+    }
+    core_plan_free(&p);
+    plan(f, "ns/p1", &p);
+    for (size_t i = 0; i < p.n_actions; i++)
+        assert_string_not_equal(p.actions[i].res, "httproutes");
     core_plan_free(&p);
 }
 
@@ -1402,6 +1449,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_validation_in_slices, setup, teardown),
         cmocka_unit_test_setup_teardown(test_terminating_pod_drains_before_the_service_goes,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_release_met_by_the_collector_keeps_the_route_blocking,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_leftover_without_owners_is_deleted_after_the_delay,
                                         setup, teardown),
