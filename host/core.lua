@@ -1074,11 +1074,13 @@ function M.reconcile(key)
   -- a new pod takes 3 writes in 2 rounds (Service; route and EndpointSlice).
   local release = pod and val(pod.metadata.deletionTimestamp) ~= nil
     and pod_label(pod, "") == pod.metadata.name
-  local service_pending, service_refs = false, {}
+  -- service_owned: a Service still has a controller (not yet released).
+  local service_pending, service_owned, service_refs = false, false, {}
   for _, d in ipairs(desired) do
     if d.r.kind == "Service" then
       local obs = store[d.r.res][d.key]
       local c = obs and unpack_child(obs)
+      if c and c.controlled then service_owned = true end
       if not c or c.deleting then
         service_pending = true
       elseif c.uid then
@@ -1114,15 +1116,10 @@ function M.reconcile(key)
   -- its blocking dependent) before our applies land, and a route that
   -- dropped its Service owner then would let the Service go first. A
   -- released Service has no owner left, so the collector never starts on it.
-  local routes_wait = false
+  local routes_wait = service_pending or (release and service_owned)
   if release then
     for _, d in ipairs(desired) do
       if d.r.kind ~= "HTTPRoute" then d.obj.metadata.ownerReferences = nil end
-      if d.r.kind == "Service" then
-        local obs = store[d.r.res][d.key]
-        local c = obs and unpack_child(obs)
-        if not c or c.deleting or c.controlled then routes_wait = true end
-      end
     end
   end
   for _, d in ipairs(desired) do
@@ -1154,7 +1151,7 @@ function M.reconcile(key)
         sent[id] = hash(owned_view(d.obj))
         writes[#writes + 1] = { a = action("create", d.r, d.key, d.obj) }
       end
-    elseif not (d.r.kind == "HTTPRoute" and (service_pending or routes_wait)) then
+    elseif not (d.r.kind == "HTTPRoute" and routes_wait) then
       -- (An existing route waits, as it is, while its Service is being
       -- created again: its next apply names the new Service as owner.)
       local ns = pod.metadata.namespace
