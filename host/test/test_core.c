@@ -400,6 +400,28 @@ static void test_relist_without_the_child_is_not_undone_by_the_answer(void **sta
     only_slice_written(f, "create", NULL);
 }
 
+/* ns/p1's Service held only by foregroundDeletion (rv 20). */
+static const char FOREGROUND_SERVICE[] = "{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{"
+    "\"name\":\"p1\",\"namespace\":\"ns\",\"uid\":\"child-0\",\"resourceVersion\":\"20\","
+    "\"deletionTimestamp\":\"2026-01-01T00:00:00Z\",\"finalizers\":[\"foregroundDeletion\"],"
+    "\"labels\":{\"app.kubernetes.io/managed-by\":\"envoy-router\"},"
+    "\"ownerReferences\":[{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"name\":\"p1\","
+    "\"uid\":\"uid-p1\",\"controller\":true}]},\"spec\":{\"clusterIP\":\"None\"}}";
+
+/* ns/p1 with its children, then its Service seen in foreground deletion:
+ * the plan (into p) is one DELETE of it with the Background policy. */
+static void plan_finishing_the_service(struct fixture *f, struct core_plan *p)
+{
+    list(f, "pods", POD("p1", "10.1.2.3", "True"));
+    settle(f, "ns/p1");
+    deliver(f, "services", "MODIFIED", FOREGROUND_SERVICE);
+    plan(f, "ns/p1", p);
+    assert_int_equal(p->n_actions, 1);
+    assert_string_equal(p->actions[0].verb, "delete");
+    assert_string_equal(p->actions[0].res, "services");
+    assert_non_null(strstr(p->actions[0].body, "\"propagationPolicy\":\"Background\""));
+}
+
 /* A Service of the pod held only by foregroundDeletion (the garbage
  * collector started deleting it) is finished by the host: a DELETE with the
  * Background policy, whose answer still shows the finalizer but means
@@ -408,20 +430,8 @@ static void test_service_in_foreground_deletion_is_finished(void **state)
 {
     struct fixture *f = *state;
     struct core_plan p;
-    list(f, "pods", POD("p1", "10.1.2.3", "True"));
-    settle(f, "ns/p1");
-    const char *gone = "{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{"
-        "\"name\":\"p1\",\"namespace\":\"ns\",\"uid\":\"child-0\",\"resourceVersion\":\"20\","
-        "\"deletionTimestamp\":\"2026-01-01T00:00:00Z\",\"finalizers\":[\"foregroundDeletion\"],"
-        "\"labels\":{\"app.kubernetes.io/managed-by\":\"envoy-router\"},"
-        "\"ownerReferences\":[{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"name\":\"p1\","
-        "\"uid\":\"uid-p1\",\"controller\":true}]},\"spec\":{\"clusterIP\":\"None\"}}";
-    deliver(f, "services", "MODIFIED", gone);
-    plan(f, "ns/p1", &p);
-    assert_int_equal(p.n_actions, 1);
-    assert_string_equal(p.actions[0].verb, "delete");
-    assert_string_equal(p.actions[0].res, "services");
-    assert_non_null(strstr(p.actions[0].body, "\"propagationPolicy\":\"Background\""));
+    const char *gone = FOREGROUND_SERVICE;
+    plan_finishing_the_service(f, &p);
     f->n_queued = 0;
     assert_int_equal(core_result(f->core, &p.actions[0], 200, gone, strlen(gone)), CORE_OK);
     assert_int_equal(f->n_queued, 1);
@@ -440,25 +450,14 @@ static void test_service_replaced_but_already_gone_queues_the_pod(void **state)
 {
     struct fixture *f = *state;
     struct core_plan p;
-    list(f, "pods", POD("p1", "10.1.2.3", "True"));
-    settle(f, "ns/p1");
-    const char *gone = "{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{"
-        "\"name\":\"p1\",\"namespace\":\"ns\",\"uid\":\"child-0\",\"resourceVersion\":\"20\","
-        "\"deletionTimestamp\":\"2026-01-01T00:00:00Z\",\"finalizers\":[\"foregroundDeletion\"],"
-        "\"labels\":{\"app.kubernetes.io/managed-by\":\"envoy-router\"},"
-        "\"ownerReferences\":[{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"name\":\"p1\","
-        "\"uid\":\"uid-p1\",\"controller\":true}]},\"spec\":{\"clusterIP\":\"None\"}}";
-    deliver(f, "services", "MODIFIED", gone);
-    plan(f, "ns/p1", &p);
-    assert_int_equal(p.n_actions, 1);
-    assert_string_equal(p.actions[0].verb, "delete");
+    plan_finishing_the_service(f, &p);
     f->n_queued = 0;
     const char *nf = "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"status\":\"Failure\","
         "\"reason\":\"NotFound\",\"code\":404}";
     assert_int_equal(core_result(f->core, &p.actions[0], 404, nf, strlen(nf)), CORE_OK);
     assert_int_equal(f->n_queued, 1);
     core_plan_free(&p);
-    deliver(f, "services", "DELETED", gone);
+    deliver(f, "services", "DELETED", FOREGROUND_SERVICE);
     plan(f, "ns/p1", &p);
     assert_int_equal(p.n_actions, 1);
     assert_string_equal(p.actions[0].verb, "create");

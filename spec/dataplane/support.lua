@@ -170,6 +170,23 @@ function D.tally(answers, path)
   return n, table.concat(parts, ", ")
 end
 
+-- Fails unless every answer is a 200 from the pod its path names and each
+-- of `names` got at least `min_each` of them; `during` names the window in
+-- the message. Returns the tally's summary.
+function D.assert_all_own(answers, names, min_each, during)
+  local n, tally = D.tally(answers)
+  for _, name in ipairs(names) do
+    assert((n["200 " .. name] or 0) >= min_each, "enough answers for " .. name .. ": " .. tally)
+  end
+  for _, a in ipairs(answers) do
+    assert(a.status == 200, string.format("%d %s during %s (%d answers): %s", a.status,
+      a.path, during, #answers, tally))
+    assert(a.path:match("^/([^/]+)/") == a.first, string.format("%s answered by %s during %s: %s",
+      a.path, a.first, during, tally))
+  end
+  return tally
+end
+
 -- The answers to `path` in order, with runs of the same answer collapsed:
 -- { "200 p1", "503 no_healthy_upstream", "404 -" }.
 function D.sequence(answers, path)

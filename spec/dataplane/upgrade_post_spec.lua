@@ -118,15 +118,7 @@ describe("an upgrade from an envoy-router that created children by POST, under t
     -- keep the client running well past them.
     S.sleep(3)
     local answers = c:stop()
-    local n, tally = D.tally(answers)
-    for _, name in ipairs(names) do
-      assert.is_truthy((n["200 " .. name] or 0) >= 20,
-        "enough answers for " .. name .. ": " .. tally)
-    end
-    for _, a in ipairs(answers) do
-      assert.are.equal(200, a.status, "during the upgrade (" .. #answers .. " answers): " .. tally)
-      assert.are.equal(a.path:match("^/([^/]+)/"), a.first, tally)
-    end
+    local tally = D.assert_all_own(answers, names, 20, "the upgrade")
     for _, name in ipairs(names) do
       for _, k in ipairs(KINDS) do
         assert.are.equal(uids[name][k.kind], S.get(ns, k.kind, name).metadata.uid,

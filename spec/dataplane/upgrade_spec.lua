@@ -101,15 +101,7 @@ describe("an upgrade from the Go operator, under traffic", function()
     -- writes: keep the client running well past them.
     S.sleep(3)
     local answers = c:stop()
-    local n, tally = D.tally(answers)
-    for _, name in ipairs(names) do
-      assert.is_truthy((n["200 " .. name] or 0) >= 20,
-        "enough answers for " .. name .. ": " .. tally)
-    end
-    for _, a in ipairs(answers) do
-      assert.are.equal(200, a.status, "during the handover (" .. #answers .. " answers): " .. tally)
-      assert.are.equal(a.path:match("^/([^/]+)/"), a.first, tally)
-    end
+    local tally = D.assert_all_own(answers, names, 20, "the handover")
     for _, name in ipairs(names) do
       for _, kind in ipairs({ "service", "endpointslice", "httproute" }) do
         assert.are.equal(uids[name][kind], S.get(ns, kind, name).metadata.uid,
