@@ -23,13 +23,18 @@
 --      the operator writes (its built-in templates, its desired-hash
 --      annotation, its owners: the pod, and the Service as a blocking owner
 --      of the route; pods of the same names beside them, so the owners are
---      real) by its protocol: the Services, then the EndpointSlices and
---      HTTPRoutes: 3 writes in 2 rounds;
+--      real) by its protocol: applies that create (with its precondition),
+--      the Services, then the EndpointSlices and HTTPRoutes: 3 writes in 2
+--      rounds, the Services' uids read from the first round's answers,
+--      timed from the first request to the last answer;
 --    - apply floor: the same objects without owners by server-side apply,
 --      in pod order, in one round;
 --    - create floor: the same, by POST;
 --    - (only if BENCH_WAYS names it) watched: the same objects as "same",
 --      while four watches follow the namespace as the operator's do.
+--    Before each way's time starts, the bench waits until the control
+--    plane is quiet (settle()), so that no way pays for the set-up of
+--    another (or its own: the pods it was given a moment before).
 --    Ratios are taken within a cycle; the medians over cycles are printed.
 --    Placement (BENCH_PIN, see place()): by default the control plane runs
 --    on core 0 and the clients on core 1, as on separate nodes.
@@ -114,6 +119,9 @@ end
 
 -- A uid for objects written where no pod exists (the floors).
 local NO_UID = "00000000-0000-0000-0000-000000000000"
+-- The operator's create precondition (host/core.lua): a resourceVersion
+-- no object has, so that an apply creates or fails with 409.
+local NEVER_RV = "18446744073709551615"
 
 local cjson = require("cjson")
 -- lua-cjson escapes "/" as "\/", which is JSON but not YAML.
@@ -124,6 +132,48 @@ local function apply_req(o, name)
            body = yaml(o.body), content_type = "application/apply-patch+yaml" }
 end
 
+-- The pids of etcd, kube-apiserver and kube-controller-manager, from the
+-- files tools/cluster.sh keeps beside the kubeconfig.
+local function control_plane_pids()
+  local dir = S.kubeconfig():match("^(.*)/[^/]+$") or "."
+  local pids = {}
+  for _, c in ipairs({ "etcd", "kube-apiserver", "kube-controller-manager" }) do
+    local f = assert(io.open(dir .. "/pids/" .. c .. ".pid", "r"), "no pid file for " .. c)
+    pids[#pids + 1] = f:read("l")
+    f:close()
+  end
+  return pids
+end
+
+-- CPU seconds the control plane's processes have used so far.
+local function control_plane_cpu()
+  local total = 0
+  for _, pid in ipairs(control_plane_pids()) do
+    total = total + S.adopt({ pid = pid }):cpu_seconds()
+  end
+  return total
+end
+
+-- Waits (up to 15 s) until the control plane has used under 5 % of a core
+-- for half a second: the work a way's set-up left behind (the pods just
+-- made and their statuses, the controllers following them) is done
+-- before its time starts, and not charged to whichever way comes next.
+-- Each wait's seconds go to `waits`, printed with the cycle.
+-- BENCH_SETTLE=0 skips the waits (to compare with runs made without them).
+local waits = {}
+local function settle()
+  if os.getenv("BENCH_SETTLE") == "0" then return end
+  local t0 = S.now()
+  local before = control_plane_cpu()
+  repeat
+    S.sleep(0.5)
+    local now = control_plane_cpu()
+    local quiet = now - before < 0.025
+    before = now
+  until quiet or S.now() - t0 > 15
+  waits[#waits + 1] = string.format("%.1f", S.now() - t0)
+end
+
 -- Seconds a bare client takes to write the children of `list` by the
 -- operator's protocol, round after round (each round 16 requests at a
 -- time, as the operator's --max-concurrent-writes), into `pns`, where pods
@@ -132,16 +182,29 @@ end
 -- names its pod as controller, as the operator's do: the Service (with the
 -- finalizer foregroundDeletion), then the EndpointSlice and the HTTPRoute
 -- together, the route naming the Service as a blocking owner: 3 writes in
--- 2 rounds. The list that reads the Services' uids is not timed (the
--- operator has them from its answers).
+-- 2 rounds. Each is an apply that creates, with the operator's
+-- precondition (a resourceVersion no object has). The Services' uids come
+-- from the first round's answers, as the operator takes them from its
+-- own; reading them and preparing the second round are inside the time
+-- (the control plane works on through that gap in the operator's run
+-- too). The list of the pods' uids is not timed: the operator's list is.
 local function protocol_client(pns, list, statuses)
   local uid, service_uid = {}, {}
   for _, p in ipairs(S.list(pns, "pods")) do uid[p.metadata.name] = p.metadata.uid end
-  local took, each = 0, {}
+  -- The answers go to memory (tmpfs): curl creating 1,000 files on this
+  -- machine's disk made the first round 0.2-0.4 s slower, the client's
+  -- cost and not the API server's (the control plane was then idle part
+  -- of the time); in /dev/shm they cost nothing measurable.
+  local dir = S.sh("mktemp -d -p \"$(test -d /dev/shm && echo /dev/shm || echo /tmp)\"")
+    :match("%S+")
+  settle()
+  local t0, each = S.now(), {}
   for i, kinds in ipairs({ { Service = true }, { EndpointSlice = true, HTTPRoute = true } }) do
     if i == 2 then
-      for _, o in ipairs(S.list(pns, "services")) do
-        service_uid[o.metadata.name] = o.metadata.uid
+      for _, name in ipairs(list) do
+        local f = assert(io.open(dir .. "/" .. name, "r"))
+        service_uid[name] = cjson.decode(f:read("a")).metadata.uid
+        f:close()
       end
     end
     local reqs = {}
@@ -150,6 +213,7 @@ local function protocol_client(pns, list, statuses)
         local kind = o.body.kind
         if kinds[kind] then
           local md = o.body.metadata
+          md.resourceVersion = NEVER_RV
           md.ownerReferences = { { apiVersion = "v1", kind = "Pod", name = name, uid = uid[name],
                                    controller = true, blockOwnerDeletion = false } }
           if kind == "Service" then md.finalizers = { "foregroundDeletion" } end
@@ -158,17 +222,20 @@ local function protocol_client(pns, list, statuses)
                                       uid = service_uid[name], controller = false,
                                       blockOwnerDeletion = true }
           end
-          reqs[#reqs + 1] = apply_req(o, name)
+          local r = apply_req(o, name)
+          if kind == "Service" then r.output = dir .. "/" .. name end
+          reqs[#reqs + 1] = r
         end
       end
     end
     local t = S.now()
     local codes = S.api_many(reqs, 16)
     each[i] = string.format("%.2f", S.now() - t)
-    took = took + (S.now() - t)
-    for _, c in ipairs(codes) do assert(c == 201 or c == 200, "protocol client answered " .. c) end
+    for _, c in ipairs(codes) do assert(c == 201, "protocol client answered " .. c) end
   end
-  return took, table.concat(each, " + ")
+  local took = S.now() - t0
+  S.sh("rm -rf " .. S.quote(dir))
+  return took, string.format("rounds %s, in all %.2f", table.concat(each, " + "), took)
 end
 
 -- From the operator's log and the wall clock at its start (`w0`) and when
@@ -267,11 +334,7 @@ local function place()
   if os.getenv("BENCH_PIN") == "0" or cores < 2 then
     return "control plane and clients share " .. cores .. " cores"
   end
-  local dir = S.kubeconfig():match("^(.*)/[^/]+$") or "."
-  for _, c in ipairs({ "etcd", "kube-apiserver", "kube-controller-manager" }) do
-    local f = assert(io.open(dir .. "/pids/" .. c .. ".pid", "r"), "no pid file for " .. c)
-    local pid = f:read("l")
-    f:close()
+  for _, pid in ipairs(control_plane_pids()) do
     S.sh("taskset -a -p -c 0 " .. pid .. " >/dev/null")
   end
   -- $PPID: this Lua process (the shell's parent); what it starts inherits.
@@ -304,6 +367,7 @@ end
 function WAYS.operator(c, first, st, keep)
   local ons = namespace("bench-cv-op-" .. c, keep)
   make_pods(first, st, ons)
+  settle()
   local t, w0 = S.now(), wall()
   local op = S.operator(op_args(ons))
   keep.operator(op)
@@ -319,8 +383,7 @@ end
 function WAYS.same(c, first, st, keep)
   local pns = namespace("bench-cv-same-" .. c, keep)
   make_pods(first, nil, pns)
-  local took, rounds = protocol_client(pns, first, st)
-  return took, "rounds " .. rounds
+  return protocol_client(pns, first, st)
 end
 
 -- The same, while four watches follow the namespace as the operator's do
@@ -343,7 +406,7 @@ function WAYS.watched(c, first, st, keep)
   S.sleep(0.3)
   local took, rounds = protocol_client(pns, first, st)
   S.sh("kill " .. table.concat(pids, " "))
-  return took, "rounds " .. rounds
+  return took, rounds
 end
 
 -- A floor: one client writing the same objects without owners into a
@@ -358,6 +421,7 @@ local function floor(way, request, ok)
         reqs[#reqs + 1] = request(o, name)
       end
     end
+    settle()
     local t = S.now()
     local codes = S.api_many(reqs, 16)
     local took = S.now() - t
@@ -431,7 +495,9 @@ local function run()
         parts[#parts + 1] = string.format("%s %.2f s%s: ratio %.2f", LABEL[way], took[way],
           notes[way] ~= "" and " (" .. notes[way] .. ")" or "", took.operator / took[way])
       end
-      say("  %s", table.concat(parts, "; "))
+      say("  %s; waits for a quiet control plane before each: %s s", table.concat(parts, "; "),
+        table.concat(waits, ", "))
+      waits = {}
       if notes.rss then
         say("RSS with %d managed pods: %.1f MiB (%.2f x idle; %.2f KiB per pod above idle)",
           N, notes.rss / 1024, notes.rss / floor_rss, (notes.rss - floor_rss) / N)

@@ -326,7 +326,8 @@ local function cq(s)
 end
 
 -- Sends requests through one curl process (up to `parallel` at a time).
--- Each request: { method, path, body (table or string), content_type }.
+-- Each request: { method, path, body (table or string), content_type,
+-- output (a file for the answer's body; by default it is dropped) }.
 -- Returns the list of HTTP status codes (order not guaranteed when parallel).
 function S.api_many(reqs, parallel)
   if #reqs == 0 then return {} end
@@ -344,7 +345,8 @@ function S.api_many(reqs, parallel)
       f:write("header = ", cq("Content-Type: " .. (r.content_type or "application/json")), "\n")
       f:write("data-binary = ", cq(body), "\n")
     end
-    f:write("silent\noutput = \"/dev/null\"\nwrite-out = \"%{http_code}\\n\"\n")
+    f:write("output = ", cq(r.output or "/dev/null"), "\n")
+    f:write("silent\nwrite-out = \"%{http_code}\\n\"\n")
   end
   f:close()
   local flags = parallel and parallel > 1 and ("--parallel --parallel-max " .. parallel .. " ") or ""
