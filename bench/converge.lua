@@ -134,15 +134,18 @@ end
 
 -- The pids of etcd, kube-apiserver and kube-controller-manager, from the
 -- files tools/cluster.sh keeps beside the kubeconfig.
+-- Read once: settle() asks for them every half second.
+local cp_pids
 local function control_plane_pids()
+  if cp_pids then return cp_pids end
   local dir = S.kubeconfig():match("^(.*)/[^/]+$") or "."
-  local pids = {}
+  cp_pids = {}
   for _, c in ipairs({ "etcd", "kube-apiserver", "kube-controller-manager" }) do
     local f = assert(io.open(dir .. "/pids/" .. c .. ".pid", "r"), "no pid file for " .. c)
-    pids[#pids + 1] = f:read("l")
+    cp_pids[#cp_pids + 1] = f:read("l")
     f:close()
   end
-  return pids
+  return cp_pids
 end
 
 -- CPU seconds the control plane's processes have used so far.

@@ -66,14 +66,19 @@ end)
 -- an operator watching all namespaces in a later spec does not see them.
 local function cleanup_many(ns)
   local background = { apiVersion = "v1", kind = "DeleteOptions", propagationPolicy = "Background" }
+  local reqs = {}
   for _, path in ipairs({ "/api/v1/namespaces/" .. ns .. "/services",
       "/apis/discovery.k8s.io/v1/namespaces/" .. ns .. "/endpointslices",
       "/apis/gateway.networking.k8s.io/v1/namespaces/" .. ns .. "/httproutes",
       "/api/v1/namespaces/" .. ns .. "/pods" }) do
-    S.api("DELETE", path, background)
+    reqs[#reqs + 1] = { method = "DELETE", path = path, body = background }
   end
-  S.eventually(function() return #S.list(ns, "pods") == 0 end, 60, "pods of " .. ns .. " gone")
-  S.cleanup(ns)
+  local codes = S.api_many(reqs)
+  local gone, err = pcall(S.eventually, function() return #S.list(ns, "pods") == 0 end, 60,
+    "pods of " .. ns .. " gone")
+  S.cleanup(ns)   -- whatever happened above
+  assert.same({ 200, 200, 200, 200 }, codes)
+  assert(gone, err)
 end
 
 -- 1,000 pods, as issue 12 asks: the restart must stay write-free at the
